@@ -1,0 +1,31 @@
+// One engine step as the model runner sees it: the plain arrays of src/native/addon-types.ts StepBatch/StepResult.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+namespace moe {
+
+struct StepInput {
+  std::vector<int32_t> tokens, positions, seq_start, block_tables;
+  int block_table_width = 0;
+  std::vector<uint8_t> sample;
+  std::vector<float> temperature, top_p, uniform;
+  std::vector<int32_t> top_k, num_logprobs, prompt_logprobs, targets;
+
+  int num_seqs() const { return static_cast<int>(seq_start.size()) - 1; }
+  int num_tokens() const { return static_cast<int>(tokens.size()); }
+};
+
+struct StepOutput {
+  std::vector<int32_t> tokens;
+  std::vector<float> logprobs;
+  int top_width = 0;
+  std::vector<int32_t> top_ids;
+  std::vector<float> top_logprobs;
+  int prompt_top_width = 0;
+  std::vector<float> target_logprobs;
+  std::vector<int32_t> prompt_top_ids;
+  std::vector<float> prompt_top_logprobs;
+};
+
+}  // namespace moe

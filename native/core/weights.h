@@ -1,0 +1,46 @@
+// The model's tensors, resolved by name from the checkpoint and checked against the config.
+// Large matrices stay in the mmap (used in place); only the small norm vectors are copied to f32.
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/config.h"
+#include "core/safetensors.h"
+
+namespace moe {
+
+// A row-major [rows, cols] matrix (HF layout [out, in]) inside a mapping.
+struct Matrix {
+  const void* data = nullptr;
+  DType dtype = DType::F32;
+  int64_t rows = 0, cols = 0;
+  size_t row_bytes() const { return static_cast<size_t>(cols) * dtype_size(dtype); }
+  const void* row(int64_t r) const { return static_cast<const uint8_t*>(data) + r * row_bytes(); }
+};
+
+struct Mlp {
+  Matrix gate, up, down;  // gate/up [I, H], down [H, I]
+};
+
+struct LayerWeights {
+  std::vector<float> input_norm, post_attn_norm, q_norm, k_norm;
+  Matrix q, k, v, o;
+  bool moe = false;
+  Matrix router;             // [E, H] (MoE layers)
+  std::vector<Mlp> experts;  // MoE layers
+  Mlp dense;                 // dense layers
+};
+
+struct ModelWeights {
+  std::unique_ptr<TensorSet> tensors;
+  Matrix embed, lm_head;
+  std::vector<float> final_norm;
+  std::vector<LayerWeights> layers;
+  size_t bytes = 0;
+};
+
+// Opens every file, validates it, and resolves every tensor the config needs (throws LoadError naming file and tensor).
+ModelWeights load_weights(const std::vector<std::string>& files, const ModelConfig& cfg);
+
+}  // namespace moe

@@ -1,0 +1,56 @@
+// Portable kernels: plain loops the compiler may vectorise for the baseline ISA. The reference for the others.
+#include <cstring>
+
+#include "core/half.h"
+#include "cpu/kernels.h"
+
+namespace moe {
+namespace {
+
+void to_f32(const void* src, DType dt, float* dst, int64_t n) {
+  const uint16_t* h = static_cast<const uint16_t*>(src);
+  switch (dt) {
+    case DType::F32: std::memcpy(dst, src, n * sizeof(float)); break;
+    case DType::BF16: for (int64_t i = 0; i < n; i++) dst[i] = bf16_to_f32(h[i]); break;
+    case DType::F16: for (int64_t i = 0; i < n; i++) dst[i] = f16_to_f32(h[i]); break;
+  }
+}
+
+float dot(const float* a, const float* b, int64_t n) {
+  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int j = 0; j < 8; j++) acc[j] += a[i + j] * b[i + j];
+  float s = 0;
+  for (; i < n; i++) s += a[i] * b[i];
+  for (int j = 0; j < 8; j++) s += acc[j];
+  return s;
+}
+
+void axpy(float a, const float* x, float* y, int64_t n) {
+  for (int64_t i = 0; i < n; i++) y[i] += a * x[i];
+}
+
+void matmul_rows(const Matrix& w, int64_t r0, int64_t r1, const float* x, int64_t T, float* out, int64_t ldo,
+                 float* scratch) {
+  const int64_t K = w.cols;
+  for (int64_t r = r0; r < r1; r++) {
+    const float* row;
+    if (w.dtype == DType::F32) {
+      row = static_cast<const float*>(w.row(r));
+    } else {
+      to_f32(w.row(r), w.dtype, scratch, K);
+      row = scratch;
+    }
+    for (int64_t t = 0; t < T; t++) out[t * ldo + (r - r0)] = dot(row, x + t * K, K);
+  }
+}
+
+}  // namespace
+
+const KernelSet& kernels_scalar() {
+  static const KernelSet k{"scalar", matmul_rows, dot, axpy, to_f32};
+  return k;
+}
+
+}  // namespace moe

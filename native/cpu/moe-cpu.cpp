@@ -1,0 +1,107 @@
+// The sparse MoE block. Tokens of the whole step are grouped by expert so that each active expert's
+// weights are streamed once per step for all of its tokens (the lever behind batched decode).
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "cpu/backend-cpu.h"
+
+namespace moe {
+namespace {
+
+// Scratch slots used here (see Backend::scratch).
+enum { kRouter = 20, kGathered = 21, kGate = 22, kUp = 23, kDown = 24 };
+
+struct Job {
+  int expert;
+  int64_t r0, r1;
+};
+
+}  // namespace
+
+void CpuBackend::moe(const float* h, int T, const LayerWeights& w, const ModelConfig& cfg, float* out) {
+  const int E = cfg.experts, K = cfg.top_k, H = cfg.hidden, I = cfg.moe_intermediate;
+  float* logits = scratch(kRouter, static_cast<size_t>(T) * E);
+  matmul_into(h, T, w.router, logits, E);
+
+  // Routing: softmax over all E in fp32, top-k (ties to the lower index), optional renormalisation.
+  std::vector<int> choice(static_cast<size_t>(T) * K);
+  std::vector<float> weight(static_cast<size_t>(T) * K);
+  std::vector<int> order(E);
+  for (int t = 0; t < T; t++) {
+    float* l = logits + static_cast<int64_t>(t) * E;
+    const float mx = *std::max_element(l, l + E);
+    float sum = 0;
+    for (int e = 0; e < E; e++) sum += (l[e] = std::exp(l[e] - mx));
+    for (int e = 0; e < E; e++) l[e] /= sum;
+    std::iota(order.begin(), order.end(), 0);
+    std::partial_sort(order.begin(), order.begin() + K, order.end(),
+                      [&](int a, int b) { return l[a] > l[b] || (l[a] == l[b] && a < b); });
+    float ksum = 0;
+    for (int j = 0; j < K; j++) ksum += l[order[j]];
+    for (int j = 0; j < K; j++) {
+      choice[t * K + j] = order[j];
+      weight[t * K + j] = cfg.norm_topk_prob ? l[order[j]] / ksum : l[order[j]];
+    }
+  }
+
+  // Group assignments by expert: rows [offset[e], offset[e+1]) of the gathered matrix belong to expert e.
+  std::vector<int64_t> offset(E + 1, 0);
+  for (int i = 0; i < T * K; i++) offset[choice[i] + 1]++;
+  for (int e = 0; e < E; e++) offset[e + 1] += offset[e];
+  std::vector<int64_t> row_of(static_cast<size_t>(T) * K);
+  {
+    std::vector<int64_t> fill(offset.begin(), offset.end() - 1);
+    for (int i = 0; i < T * K; i++) row_of[i] = fill[choice[i]]++;
+  }
+  const int64_t N = static_cast<int64_t>(T) * K;
+  float* xg = scratch(kGathered, static_cast<size_t>(N) * H);
+  for (int i = 0; i < T * K; i++) std::copy(h + (i / K) * static_cast<int64_t>(H), h + (i / K + 1) * static_cast<int64_t>(H), xg + row_of[i] * H);
+
+  auto jobs_for = [&](int64_t rows, int64_t block) {
+    std::vector<Job> jobs;
+    for (int e = 0; e < E; e++) {
+      if (offset[e + 1] == offset[e]) continue;
+      for (int64_t r = 0; r < rows; r += block) jobs.push_back({e, r, std::min(rows, r + block)});
+    }
+    return jobs;
+  };
+  float* g = scratch(kGate, static_cast<size_t>(N) * I);
+  float* u = scratch(kUp, static_cast<size_t>(N) * I);
+  float* d = scratch(kDown, static_cast<size_t>(N) * H);
+
+  const std::vector<Job> up_jobs = jobs_for(I, 32);
+  pool_.parallel_for(static_cast<int64_t>(up_jobs.size()), 1, [&](int64_t b, int64_t end, int th) {
+    float* s = thread_scratch(th, 4 * static_cast<size_t>(H));
+    for (int64_t j = b; j < end; j++) {
+      const Job& job = up_jobs[j];
+      const Mlp& ex = w.experts[job.expert];
+      const int64_t o = offset[job.expert], n = offset[job.expert + 1] - o;
+      k_.matmul_rows(ex.gate, job.r0, job.r1, xg + o * H, n, g + o * I + job.r0, I, s);
+      k_.matmul_rows(ex.up, job.r0, job.r1, xg + o * H, n, u + o * I + job.r0, I, s);
+      for (int64_t t = 0; t < n; t++) {
+        float* gr = g + (o + t) * I;
+        const float* ur = u + (o + t) * I;
+        for (int64_t r = job.r0; r < job.r1; r++) gr[r] = gr[r] / (1.0f + std::exp(-gr[r])) * ur[r];
+      }
+    }
+  });
+  const std::vector<Job> down_jobs = jobs_for(H, 64);
+  pool_.parallel_for(static_cast<int64_t>(down_jobs.size()), 1, [&](int64_t b, int64_t end, int th) {
+    float* s = thread_scratch(th, 4 * static_cast<size_t>(I));
+    for (int64_t j = b; j < end; j++) {
+      const Job& job = down_jobs[j];
+      const int64_t o = offset[job.expert], n = offset[job.expert + 1] - o;
+      k_.matmul_rows(w.experts[job.expert].down, job.r0, job.r1, g + o * I, n, d + o * H + job.r0, H, s);
+    }
+  });
+  pool_.parallel_for(T, 8, [&](int64_t b, int64_t end, int) {
+    for (int64_t t = b; t < end; t++) {
+      float* o = out + t * H;
+      std::fill(o, o + H, 0.0f);
+      for (int j = 0; j < K; j++) k_.axpy(weight[t * K + j], d + row_of[t * K + j] * H, o, H);
+    }
+  });
+}
+
+}  // namespace moe
