@@ -31,6 +31,14 @@ const SHAPES: { name: string; opts: MakeModelOptions }[] = [
     name: 'head_dim 32, GQA 8/2, top-3 of 6, decoder_sparse_step 2, f32',
     opts: { layers: 2, hidden: 128, heads: 8, kvHeads: 2, headDim: 32, experts: 6, topK: 3, decoderSparseStep: 2, dtype: 'f32', seed: 13 },
   },
+  {
+    // A small original context puts the yarn ramp (beta_fast 32 .. beta_slow 1) across the middle of the frequencies.
+    name: 'yarn rope scaling ×4 from a 64-token original context',
+    opts: {
+      layers: 2, hidden: 64, heads: 4, kvHeads: 2, headDim: 32, experts: 8, topK: 2, seed: 14, ropeTheta: 10000,
+      ropeScaling: { rope_type: 'yarn', factor: 4, original_max_position_embeddings: 64 },
+    },
+  },
 ];
 
 interface Gap {

@@ -1,0 +1,260 @@
+// The engine loop: schedule → one native step → postprocess, over and over while there is
+// work, asleep otherwise. Requests come in as token ids and leave as EngineEvents.
+import type { NativeModel, StepBatch, StepResult } from '../native/addon-types.ts';
+import { AsyncQueue } from './async-queue.ts';
+import { BlockManager } from './block-manager.ts';
+import { randomSeed } from './rng.ts';
+import { Scheduler, type SchedulerOutput } from './scheduler.ts';
+import { Sequence } from './sequence.ts';
+import { buildStepBatch, checkStepResult, promptLogprobAt, sampledLogprob } from './step-batch.ts';
+import type { Engine, EngineEvent, EngineStats, FinishReason, GenerateRequest } from './types.ts';
+import { validateRequest } from './validate.ts';
+
+export interface EngineOptions {
+  model: NativeModel;
+  maxModelLen: number;
+  eosTokenIds: number[];
+  /** Prompt and stop token ids must lie in [0, vocabSize). */
+  vocabSize: number;
+  maxNumSeqs?: number;
+  maxNumBatchedTokens?: number;
+  /** Automatic prefix caching (default true, as vLLM). */
+  enablePrefixCaching?: boolean;
+  /** The engine closes the model in close() (default true). */
+  ownsModel?: boolean;
+}
+
+/** EngineStats plus the counters /metrics needs (proposed additions to the contract). */
+export interface EngineCounters extends EngineStats {
+  /** Free blocks that still hold a reusable cached prefix (not in kvBlocksUsed). */
+  kvBlocksCached: number;
+  numPreemptions: number;
+  prefixCacheQueries: number;
+  prefixCacheHits: number;
+  promptTokens: number;
+  generationTokens: number;
+  steps: number;
+}
+
+/** The Engine contract with the fuller counters. */
+export interface LlmEngineHandle extends Engine {
+  stats(): EngineCounters;
+}
+
+export const DEFAULT_MAX_NUM_SEQS = 64;
+export const DEFAULT_MAX_NUM_BATCHED_TOKENS = 2048;
+
+export function createEngine(options: EngineOptions): LlmEngineHandle {
+  return new LlmEngine(options);
+}
+
+const yieldToEventLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+class LlmEngine implements LlmEngineHandle {
+  readonly maxModelLen: number;
+  readonly eosTokenIds: number[];
+  private readonly model: NativeModel;
+  private readonly vocabSize: number;
+  private readonly ownsModel: boolean;
+  private readonly blocks: BlockManager;
+  private readonly scheduler: Scheduler<Sequence>;
+  private readonly live = new Set<Sequence>();
+  private nextId = 0;
+  private wake: (() => void) | null = null;
+  private closing = false;
+  private closed: Promise<void> | null = null;
+  private readonly loop: Promise<void>;
+  private promptTokens = 0;
+  private generationTokens = 0;
+  private steps = 0;
+
+  constructor(o: EngineOptions) {
+    const { model } = o;
+    if (!Number.isInteger(o.maxModelLen) || o.maxModelLen < 2) throw new Error(`maxModelLen must be an integer >= 2, got ${o.maxModelLen}`);
+    if (!Number.isInteger(o.vocabSize) || o.vocabSize < 1) throw new Error(`vocabSize must be a positive integer, got ${o.vocabSize}`);
+    const needBlocks = Math.ceil(o.maxModelLen / model.blockSize);
+    if (needBlocks > model.kvBlocks) {
+      throw new Error(
+        `maxModelLen ${o.maxModelLen} needs ${needBlocks} KV blocks of ${model.blockSize} tokens but the pool has ` +
+          `${model.kvBlocks} (${model.kvBlocks * model.blockSize} tokens): lower max-model-len or give the KV cache more memory`,
+      );
+    }
+    this.model = model;
+    this.maxModelLen = o.maxModelLen;
+    this.eosTokenIds = [...o.eosTokenIds];
+    this.vocabSize = o.vocabSize;
+    this.ownsModel = o.ownsModel ?? true;
+    this.blocks = new BlockManager({ numBlocks: model.kvBlocks, blockSize: model.blockSize, enablePrefixCaching: o.enablePrefixCaching ?? true });
+    this.scheduler = new Scheduler(this.blocks, {
+      maxNumSeqs: o.maxNumSeqs ?? DEFAULT_MAX_NUM_SEQS,
+      maxNumBatchedTokens: o.maxNumBatchedTokens ?? DEFAULT_MAX_NUM_BATCHED_TOKENS,
+    });
+    this.loop = this.run();
+  }
+
+  generate(request: GenerateRequest): AsyncIterable<EngineEvent> {
+    let seq: Sequence | null = null;
+    const events = new AsyncQueue<EngineEvent>(() => {
+      // The consumer went away: same as an abort.
+      if (seq && !seq.finished) {
+        seq.abortRequested = true;
+        this.notify();
+      }
+    });
+    try {
+      if (this.closing) throw new Error('the engine is closed');
+      validateRequest(request, { maxModelLen: this.maxModelLen, vocabSize: this.vocabSize });
+    } catch (e) {
+      events.fail(e);
+      return events;
+    }
+    const { params, signal } = request;
+    seq = new Sequence(this.nextId++, request.promptTokens, params, params.seed ?? randomSeed(), events);
+    this.promptTokens += seq.numPromptTokens;
+    if (signal?.aborted) {
+      events.push({ type: 'finish', reason: 'abort', promptTokens: seq.numPromptTokens, completionTokens: 0 });
+      events.end();
+      return events;
+    }
+    if (signal) {
+      const s = seq;
+      const onAbort = () => {
+        s.abortRequested = true;
+        this.notify();
+      };
+      signal.addEventListener('abort', onAbort, { once: true });
+      seq.cleanup = () => signal.removeEventListener('abort', onAbort);
+    }
+    this.live.add(seq);
+    this.scheduler.add(seq);
+    this.notify();
+    return events;
+  }
+
+  stats(): EngineCounters {
+    return {
+      running: this.scheduler.running.length,
+      waiting: this.scheduler.waiting.length,
+      kvBlocksTotal: this.blocks.numBlocks,
+      kvBlocksUsed: this.blocks.numUsedBlocks,
+      kvBlocksCached: this.blocks.numCachedFreeBlocks,
+      numPreemptions: this.scheduler.numPreemptions,
+      prefixCacheQueries: this.scheduler.prefixCacheQueries,
+      prefixCacheHits: this.scheduler.prefixCacheHits,
+      promptTokens: this.promptTokens,
+      generationTokens: this.generationTokens,
+      steps: this.steps,
+    };
+  }
+
+  /** Ends every request with 'abort' after the step in flight, then closes the model if owned. */
+  close(): Promise<void> {
+    if (!this.closed) {
+      this.closing = true;
+      this.notify();
+      this.closed = this.loop.then(() => {
+        for (const seq of [...this.live]) this.finish(seq, 'abort');
+        if (this.ownsModel) this.model.close();
+      });
+    }
+    return this.closed;
+  }
+
+  private notify(): void {
+    const w = this.wake;
+    this.wake = null;
+    w?.();
+  }
+
+  private async run(): Promise<void> {
+    for (;;) {
+      try {
+        for (const seq of this.live) if (seq.abortRequested) this.finish(seq, 'abort');
+        if (this.closing) return;
+        if (!this.scheduler.hasWork) {
+          await new Promise<void>((resolve) => (this.wake = resolve));
+          continue;
+        }
+        const out = this.scheduler.schedule();
+        if (out.chunks.length === 0) throw new Error('scheduler produced an empty step while requests are pending');
+        const batch = buildStepBatch(out.chunks);
+        let result: StepResult;
+        try {
+          result = await this.model.step(batch);
+          checkStepResult(batch, result);
+        } catch (e) {
+          this.failSequences(out.chunks.map((c) => c.seq), e);
+          continue;
+        }
+        this.steps++;
+        this.scheduler.stepDone(out);
+        this.postprocess(out, batch, result);
+        // A step may resolve without touching the event loop (e.g. a synchronous model):
+        // let I/O, timers and aborts in between steps.
+        await yieldToEventLoop();
+      } catch (e) {
+        // A bug in the policy must not take the server down: fail what is in flight, go on.
+        this.failSequences([...this.live], e);
+        await yieldToEventLoop();
+      }
+    }
+  }
+
+  private postprocess(out: SchedulerOutput<Sequence>, batch: StepBatch, r: StepResult): void {
+    out.chunks.forEach((c, s) => {
+      const seq = c.seq;
+      if (seq.finished || seq.abortRequested) return;
+      if (batch.promptLogprobs[s] >= 0 && seq.promptEntries) {
+        const n = batch.promptLogprobs[s];
+        const t0 = batch.seqStart[s];
+        for (let j = 0; j < c.numTokens; j++) {
+          const target = batch.targets[t0 + j];
+          if (target >= 0) seq.promptEntries[c.start + j + 1] = promptLogprobAt(r, t0 + j, target, n);
+        }
+        if (c.start + c.numTokens >= seq.numPromptTokens) {
+          seq.promptLogprobsSent = true;
+          seq.events.push({ type: 'prompt_logprobs', entries: seq.promptEntries });
+        }
+      }
+      if (!c.sample) return;
+      const token = r.tokens[s];
+      seq.tokens.push(token);
+      this.generationTokens++;
+      const { params } = seq;
+      if (params.stopTokenIds.includes(token) || (!params.ignoreEos && this.eosTokenIds.includes(token))) {
+        this.finish(seq, 'stop', token);
+        return;
+      }
+      seq.events.push({ type: 'token', token, logprob: params.logprobs === null ? null : sampledLogprob(r, s, params.logprobs) });
+      if (seq.numOutputTokens >= params.maxTokens) this.finish(seq, 'length');
+    });
+  }
+
+  private finish(seq: Sequence, reason: FinishReason, stopToken?: number): void {
+    if (seq.finished) return;
+    seq.finished = true;
+    this.scheduler.remove(seq);
+    this.live.delete(seq);
+    seq.cleanup();
+    seq.events.push({
+      type: 'finish',
+      reason,
+      promptTokens: seq.numPromptTokens,
+      completionTokens: seq.numOutputTokens,
+      ...(stopToken === undefined ? {} : { stopToken }),
+    });
+    seq.events.end();
+  }
+
+  private failSequences(seqs: Sequence[], error: unknown): void {
+    const message = error instanceof Error ? error.message : String(error);
+    for (const seq of seqs) {
+      if (seq.finished) continue;
+      seq.finished = true;
+      this.scheduler.remove(seq);
+      this.live.delete(seq);
+      seq.cleanup();
+      seq.events.fail(new Error(`generation failed: ${message}`, { cause: error }));
+    }
+  }
+}

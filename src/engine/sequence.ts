@@ -1,0 +1,48 @@
+// One request's state inside the engine: its tokens (prompt, then generated), its KV
+// bookkeeping, its RNG and the queue its events go to.
+import type { AsyncQueue } from './async-queue.ts';
+import type { SchedSequence } from './scheduler.ts';
+import type { EngineEvent, SamplingParams, TokenLogprob } from './types.ts';
+import { Xoshiro128 } from './rng.ts';
+
+export class Sequence implements SchedSequence {
+  readonly tokens: number[];
+  readonly numPromptTokens: number;
+  blockTable: number[] = [];
+  blockHashes: string[] = [];
+  numComputed = 0;
+  readonly rng: Xoshiro128;
+  /** entries[p] = logprob of prompt token p given tokens before it; entries[0] stays null. */
+  promptEntries: (TokenLogprob | null)[] | null;
+  promptLogprobsSent = false;
+  abortRequested = false;
+  finished = false;
+  /** Detaches the abort listener; set by the engine. */
+  cleanup: () => void = () => {};
+
+  constructor(
+    readonly id: number,
+    promptTokens: readonly number[],
+    readonly params: SamplingParams,
+    seed: number,
+    readonly events: AsyncQueue<EngineEvent>,
+  ) {
+    this.tokens = [...promptTokens];
+    this.numPromptTokens = promptTokens.length;
+    this.rng = new Xoshiro128(seed);
+    this.promptEntries = params.promptLogprobs === null ? null : new Array<TokenLogprob | null>(promptTokens.length).fill(null);
+  }
+
+  get numOutputTokens(): number {
+    return this.tokens.length - this.numPromptTokens;
+  }
+
+  /** Still collecting prompt logprobs: every prompt position must be computed, none cached. */
+  get wantsPromptLogprobs(): boolean {
+    return this.promptEntries !== null && !this.promptLogprobsSent;
+  }
+
+  get usePrefixCache(): boolean {
+    return !this.wantsPromptLogprobs;
+  }
+}
