@@ -2,6 +2,7 @@
 // cpu-features.cpp has checked the CPU. bf16 is widened exactly (shift into the high half), f16 by vcvtph2ps.
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "cpu/kernels.h"
@@ -80,39 +81,44 @@ void axpy(float a, const float* x, float* y, int64_t n) {
   }
 }
 
-// Four f32 rows against one x row: each x load feeds four FMAs.
-inline void dot4(const float* w0, const float* w1, const float* w2, const float* w3, const float* x, int64_t n,
-                 float* out) {
-  __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+// Four f32 rows against two x rows: 8 accumulators, each load feeds two or four FMAs.
+inline void dot4x2(const float* const* w, const float* x0, const float* x1, int64_t n, float* o0, float* o1) {
+  __m512 a[4], b[4];
+  for (int j = 0; j < 4; j++) a[j] = b[j] = _mm512_setzero_ps();
   int64_t i = 0;
   for (; i + 16 <= n; i += 16) {
-    __m512 xv = _mm512_loadu_ps(x + i);
-    a0 = _mm512_fmadd_ps(_mm512_loadu_ps(w0 + i), xv, a0);
-    a1 = _mm512_fmadd_ps(_mm512_loadu_ps(w1 + i), xv, a1);
-    a2 = _mm512_fmadd_ps(_mm512_loadu_ps(w2 + i), xv, a2);
-    a3 = _mm512_fmadd_ps(_mm512_loadu_ps(w3 + i), xv, a3);
+    const __m512 xa = _mm512_loadu_ps(x0 + i), xb = _mm512_loadu_ps(x1 + i);
+    for (int j = 0; j < 4; j++) {
+      const __m512 wv = _mm512_loadu_ps(w[j] + i);
+      a[j] = _mm512_fmadd_ps(wv, xa, a[j]);
+      b[j] = _mm512_fmadd_ps(wv, xb, b[j]);
+    }
   }
   if (i < n) {
-    __mmask16 m = tail_mask(n - i);
-    __m512 xv = _mm512_maskz_loadu_ps(m, x + i);
-    a0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, w0 + i), xv, a0);
-    a1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, w1 + i), xv, a1);
-    a2 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, w2 + i), xv, a2);
-    a3 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, w3 + i), xv, a3);
+    const __mmask16 m = tail_mask(n - i);
+    const __m512 xa = _mm512_maskz_loadu_ps(m, x0 + i), xb = _mm512_maskz_loadu_ps(m, x1 + i);
+    for (int j = 0; j < 4; j++) {
+      const __m512 wv = _mm512_maskz_loadu_ps(m, w[j] + i);
+      a[j] = _mm512_fmadd_ps(wv, xa, a[j]);
+      b[j] = _mm512_fmadd_ps(wv, xb, b[j]);
+    }
   }
-  out[0] = _mm512_reduce_add_ps(a0);
-  out[1] = _mm512_reduce_add_ps(a1);
-  out[2] = _mm512_reduce_add_ps(a2);
-  out[3] = _mm512_reduce_add_ps(a3);
+  for (int j = 0; j < 4; j++) {
+    o0[j] = _mm512_reduce_add_ps(a[j]);
+    o1[j] = _mm512_reduce_add_ps(b[j]);
+  }
 }
+
+// Tokens are taken in tiles so a tile of x stays in L2 while every row quad of the chunk passes over it.
+constexpr int64_t kTokenTile = 32;
 
 void matmul_rows(const Matrix& w, int64_t r0, int64_t r1, const float* x, int64_t T, float* out, int64_t ldo,
                  float* scratch) {
   const int64_t K = w.cols;
-  int64_t r = r0;
-  if (T >= 4) {
-    // Widen four rows once into scratch, then reuse them for every token.
-    for (; r + 4 <= r1; r += 4) {
+  const int64_t quads_end = T >= 4 ? r0 + (r1 - r0) / 4 * 4 : r0;
+  for (int64_t t0 = 0; t0 < T && quads_end > r0; t0 += kTokenTile) {
+    const int64_t t1 = std::min(T, t0 + kTokenTile);
+    for (int64_t r = r0; r < quads_end; r += 4) {
       const float* rows[4];
       for (int j = 0; j < 4; j++) {
         if (w.dtype == DType::F32) {
@@ -122,18 +128,22 @@ void matmul_rows(const Matrix& w, int64_t r0, int64_t r1, const float* x, int64_
           rows[j] = scratch + j * K;
         }
       }
-      float res[4];
-      for (int64_t t = 0; t < T; t++) {
-        dot4(rows[0], rows[1], rows[2], rows[3], x + t * K, K, res);
-        float* o = out + t * ldo + (r - r0);
-        o[0] = res[0];
-        o[1] = res[1];
-        o[2] = res[2];
-        o[3] = res[3];
+      float res[8];
+      int64_t t = t0;
+      for (; t + 2 <= t1; t += 2) {
+        dot4x2(rows, x + t * K, x + (t + 1) * K, K, res, res + 4);
+        for (int j = 0; j < 4; j++) {
+          out[t * ldo + (r - r0) + j] = res[j];
+          out[(t + 1) * ldo + (r - r0) + j] = res[4 + j];
+        }
+      }
+      if (t < t1) {
+        dot4x2(rows, x + t * K, x + t * K, K, res, res + 4);
+        for (int j = 0; j < 4; j++) out[t * ldo + (r - r0) + j] = res[j];
       }
     }
   }
-  for (; r < r1; r++) {
+  for (int64_t r = quads_end; r < r1; r++) {
     for (int64_t t = 0; t < T; t++) out[t * ldo + (r - r0)] = dot_w(w.row(r), w.dtype, x + t * K, K);
   }
 }
