@@ -43,6 +43,8 @@ export interface BackendInfo {
   name: 'cpu' | 'cuda';
   /** CPU: 'avx512bf16' | 'avx512' | 'avx2' | 'scalar'. */
   simd?: string;
+  /** CPU: the kernel set in use ('avx512' | 'avx2' | 'scalar'; MOESERVE_SIMD may lower it). */
+  kernels?: string;
   threads?: number;
   available: boolean;
   detail?: string;

@@ -1,0 +1,130 @@
+// One choice of a response: an engine request turned into text deltas, with stop strings applied.
+import type { Engine, FinishReason, SamplingParams, TokenLogprob } from '../engine/types.ts';
+import { IncrementalDetokenizer, StopStringMatcher, type Decoder } from '../chat/detokenizer.ts';
+
+export interface ChoiceSpec {
+  index: number;
+  promptTokens: number[];
+  params: SamplingParams;
+  stops: string[];
+  includeStop: boolean;
+  skipSpecialTokens: boolean;
+  /** Ids the user asked to stop on (reported as stop_reason, unlike EOS). */
+  userStopTokenIds: ReadonlySet<number>;
+}
+
+export interface GeneratedToken {
+  id: number;
+  logprob: TokenLogprob | null;
+}
+
+export interface ChoiceFinish {
+  reason: FinishReason;
+  /** vLLM's stop_reason: the stop string or user stop token that ended the choice, else null. */
+  stopReason: string | number | null;
+  promptTokens: number;
+  completionTokens: number;
+}
+
+export interface ChoiceDelta {
+  index: number;
+  /** Text safe to show now (complete characters, no possible stop-string prefix). */
+  text: string;
+  /** The tokens consumed since the previous delta (their text may still be held back). */
+  tokens: GeneratedToken[];
+  /** Once, before any token, when prompt logprobs were asked. */
+  promptLogprobs?: (TokenLogprob | null)[];
+  finish?: ChoiceFinish;
+}
+
+/**
+ * Runs one engine request. The request is aborted when `signal` aborts (client gone), when a
+ * stop string ends the choice, or when the consumer stops iterating. The last delta carries finish.
+ */
+export async function* choiceStream(
+  engine: Engine,
+  decoder: Decoder,
+  spec: ChoiceSpec,
+  signal: AbortSignal,
+): AsyncGenerator<ChoiceDelta> {
+  const controller = new AbortController();
+  const onAbort = () => controller.abort();
+  signal.addEventListener('abort', onAbort, { once: true });
+  if (signal.aborted) controller.abort();
+  const detokenizer = new IncrementalDetokenizer(decoder, { skipSpecialTokens: spec.skipSpecialTokens });
+  const matcher = new StopStringMatcher(spec.stops, spec.includeStop);
+  const { index } = spec;
+  let generated = 0;
+  // True once the engine itself said finish; otherwise leaving this function aborts the request.
+  let engineDone = false;
+  try {
+    const events = engine.generate({ promptTokens: spec.promptTokens, params: spec.params, signal: controller.signal });
+    for await (const event of events) {
+      if (event.type === 'prompt_logprobs') {
+        yield { index, text: '', tokens: [], promptLogprobs: event.entries };
+      } else if (event.type === 'token') {
+        generated++;
+        const match = matcher.push(detokenizer.push(event.token));
+        const tokens = [{ id: event.token, logprob: event.logprob }];
+        if (match.stop !== undefined) {
+          controller.abort(); // free the engine's slot now, not when the consumer pulls again
+          const finish = { reason: 'stop' as const, stopReason: match.stop, promptTokens: spec.promptTokens.length, completionTokens: generated };
+          yield { index, text: match.text, tokens, finish };
+          return;
+        }
+        yield { index, text: match.text, tokens };
+      } else {
+        engineDone = true;
+        const match = matcher.push(detokenizer.flush());
+        let text = match.text;
+        let reason: FinishReason = event.reason;
+        let stopReason: string | number | null =
+          event.stopToken !== undefined && spec.userStopTokenIds.has(event.stopToken) ? event.stopToken : null;
+        if (match.stop !== undefined) {
+          reason = 'stop';
+          stopReason = match.stop;
+        } else {
+          text += matcher.flush();
+        }
+        const finish = { reason, stopReason, promptTokens: event.promptTokens, completionTokens: Math.max(event.completionTokens, generated) };
+        yield { index, text, tokens: [], finish };
+        return;
+      }
+    }
+    // The engine ended the stream without a finish event: only legitimate after an abort.
+    if (!controller.signal.aborted) throw new Error('engine stream ended without a finish event');
+    const finish = { reason: 'abort' as const, stopReason: null, promptTokens: spec.promptTokens.length, completionTokens: generated };
+    yield { index, text: '', tokens: [], finish };
+  } finally {
+    signal.removeEventListener('abort', onAbort);
+    if (!engineDone) controller.abort();
+  }
+}
+
+/**
+ * Interleaves several async iterables in arrival order. Ending early (return/throw) ends them all;
+ * the first error rejects the merged stream.
+ */
+export async function* mergeStreams<T>(streams: AsyncIterable<T>[]): AsyncGenerator<T> {
+  const iterators = streams.map((s) => s[Symbol.asyncIterator]());
+  type Pending = Promise<{ i: number; result: IteratorResult<T> }>;
+  const pending = new Map<number, Pending>();
+  const pull = (i: number) => pending.set(i, iterators[i].next().then((result) => ({ i, result })));
+  iterators.forEach((_, i) => pull(i));
+  try {
+    while (pending.size > 0) {
+      const { i, result } = await Promise.race(pending.values());
+      if (result.done) {
+        pending.delete(i);
+      } else {
+        pull(i);
+        yield result.value;
+      }
+    }
+  } finally {
+    // Close what is still open without waiting: a generator's return() queues behind its pending
+    // next(), which the caller ends by aborting the requests. Unawaited rejections are swallowed.
+    for (const p of pending.values()) p.catch(() => {});
+    for (const i of pending.keys()) iterators[i].return?.().catch(() => {});
+  }
+}

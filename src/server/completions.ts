@@ -1,0 +1,202 @@
+// POST /v1/completions (OpenAI legacy completions, with vLLM's extensions).
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { TokenLogprob } from '../engine/types.ts';
+import { badRequest, toErrorReply } from './errors.ts';
+import { checkModel, nowSeconds, responseId, usage, type ServerContext } from './context.ts';
+import { checkPromptTokens, refuseUnsupported, resolveMaxTokens, samplingParams, stopStrings } from './sampling.ts';
+import { choiceStream, mergeStreams, type ChoiceDelta, type ChoiceFinish, type ChoiceSpec } from './choice-stream.ts';
+import { LogprobRenderer, type LegacyLogprobs } from './logprobs.ts';
+import { disconnectSignal, SseWriter } from './sse.ts';
+import type { CompletionBody } from './schemas.ts';
+
+const DEFAULT_MAX_TOKENS = 16;
+
+interface Prompt {
+  ids: number[];
+  /** The text as sent, or the decoded ids for a token prompt (what echo returns). */
+  text: string;
+}
+
+function parsePrompts(body: CompletionBody, ctx: ServerContext): Prompt[] {
+  const p = body.prompt;
+  const fromText = (text: string): Prompt => ({ ids: ctx.tokenizer.encode(text, { addSpecialTokens: true }), text });
+  const fromIds = (ids: number[]): Prompt => ({ ids, text: ctx.tokenizer.decode(ids) });
+  if (typeof p === 'string') return [fromText(p)];
+  if (p.length > 0 && typeof p[0] === 'string') return (p as string[]).map(fromText);
+  if (p.length > 0 && Array.isArray(p[0])) return (p as number[][]).map(fromIds);
+  return [fromIds(p as number[])];
+}
+
+interface Plan {
+  prompts: Prompt[];
+  specs: ChoiceSpec[];
+  n: number;
+  echo: boolean;
+  /** echo with max_tokens 0: return the prompt (and its logprobs) only, as vLLM does. */
+  echoOnly: boolean;
+  logprobs: number | null;
+  model: string;
+}
+
+function plan(body: CompletionBody, ctx: ServerContext): Plan {
+  const model = checkModel(ctx, body.model);
+  refuseUnsupported(body);
+  if (body.suffix) throw badRequest("'suffix' is not supported", 'suffix');
+  const n = body.n ?? 1;
+  if (body.best_of !== undefined && body.best_of !== null && body.best_of !== n) {
+    throw badRequest("'best_of' other than n is not supported", 'best_of');
+  }
+  const echo = body.echo === true;
+  if (body.max_tokens === 0 && !echo) throw badRequest("'max_tokens' must be at least 1 (0 is allowed only with echo)", 'max_tokens');
+  const echoOnly = echo && body.max_tokens === 0;
+  const logprobs = body.logprobs ?? null;
+  const prompts = parsePrompts(body, ctx);
+  const stops = stopStrings(body);
+  const userStopTokenIds = new Set(body.stop_token_ids ?? []);
+  const specs: ChoiceSpec[] = [];
+  prompts.forEach((prompt, p) => {
+    checkPromptTokens(prompt.ids, ctx.limits);
+    const maxTokens = resolveMaxTokens(prompt.ids.length, echoOnly ? 1 : body.max_tokens, DEFAULT_MAX_TOKENS, ctx.limits, 'max_tokens');
+    for (let i = 0; i < n; i++) {
+      specs.push({
+        index: p * n + i,
+        promptTokens: prompt.ids,
+        params: samplingParams(body, ctx.limits, {
+          maxTokens,
+          logprobs,
+          promptLogprobs: echo && logprobs !== null ? logprobs : null,
+          seedOffset: i,
+        }),
+        stops,
+        includeStop: body.include_stop_str_in_output === true,
+        skipSpecialTokens: body.skip_special_tokens ?? true,
+        userStopTokenIds,
+      });
+    }
+  });
+  return { prompts, specs, n, echo, echoOnly, logprobs, model };
+}
+
+/** Per choice: what has been said so far (text offsets continue from it). */
+class ChoiceState {
+  text = '';
+  ids: number[] = [];
+  entries: (TokenLogprob | null)[] = [];
+  echoPending: boolean;
+  finish?: ChoiceFinish;
+
+  constructor(
+    readonly prompt: Prompt,
+    echo: boolean,
+  ) {
+    this.echoPending = echo;
+  }
+}
+
+/** Turns one delta into the text, token ids and logprob entries to send for it (echo folded in). */
+function piece(state: ChoiceState, delta: ChoiceDelta, echoOnly: boolean) {
+  let text = '';
+  const ids: number[] = [];
+  const entries: (TokenLogprob | null)[] = [];
+  if (state.echoPending) {
+    state.echoPending = false;
+    text += state.prompt.text;
+    ids.push(...state.prompt.ids);
+    const prompt = delta.promptLogprobs ?? [];
+    for (let i = 0; i < state.prompt.ids.length; i++) entries.push(i === 0 ? null : (prompt[i] ?? null));
+  }
+  if (!echoOnly) {
+    text += delta.text;
+    for (const t of delta.tokens) {
+      ids.push(t.id);
+      entries.push(t.logprob);
+    }
+  }
+  return { text, ids, entries };
+}
+
+export function completionsHandler(ctx: ServerContext) {
+  return async (request: FastifyRequest<{ Body: CompletionBody }>, reply: FastifyReply) => {
+    const body = request.body;
+    const p = plan(body, ctx);
+    const abort = disconnectSignal(request, reply);
+    const states = p.specs.map((s) => new ChoiceState(p.prompts[Math.floor(s.index / p.n)], p.echo));
+    const render = new LogprobRenderer(ctx.tokenizer, body.return_tokens_as_token_ids === true);
+    const merged = mergeStreams(p.specs.map((spec) => choiceStream(ctx.engine, ctx.tokenizer, spec, abort.signal)));
+    const id = responseId('cmpl');
+    const created = nowSeconds();
+    const promptTokens = p.prompts.reduce((sum, pr) => sum + pr.ids.length, 0);
+    const completionTokens = () =>
+      p.echoOnly ? 0 : states.reduce((sum, s) => sum + (s.finish?.completionTokens ?? 0), 0);
+    const logprobsOf = (state: ChoiceState, ids: number[], entries: (TokenLogprob | null)[]): LegacyLogprobs | null =>
+      p.logprobs === null ? null : render.legacy(ids, entries, p.logprobs, state.text.length);
+
+    try {
+      if (body.stream !== true) {
+        for await (const delta of merged) {
+          const state = states[delta.index];
+          const { text, ids, entries } = piece(state, delta, p.echoOnly);
+          state.text += text;
+          state.ids.push(...ids);
+          state.entries.push(...entries);
+          if (delta.finish) state.finish = delta.finish;
+        }
+        return {
+          id,
+          object: 'text_completion',
+          created,
+          model: p.model,
+          choices: states.map((s, index) => ({
+            index,
+            text: s.text,
+            logprobs: p.logprobs === null ? null : render.legacy(s.ids, s.entries, p.logprobs, 0),
+            finish_reason: p.echoOnly ? 'length' : (s.finish?.reason ?? null),
+            stop_reason: s.finish?.stopReason ?? null,
+          })),
+          usage: usage(promptTokens, completionTokens()),
+        };
+      }
+
+      const includeUsage = body.stream_options?.include_usage === true;
+      const sse = new SseWriter(reply);
+      const iterator = merged[Symbol.asyncIterator]();
+      // The first event comes before the headers, so a request the engine refuses is still a plain 400.
+      let next = await iterator.next();
+      sse.open();
+      try {
+        for (; !next.done; next = await iterator.next()) {
+          const delta = next.value;
+          const state = states[delta.index];
+          const { text, ids, entries } = piece(state, delta, p.echoOnly);
+          if (delta.finish) state.finish = delta.finish;
+          const wantLogprobs = p.logprobs !== null && ids.length > 0;
+          if (text === '' && !wantLogprobs && !delta.finish) continue;
+          const logprobs = wantLogprobs ? logprobsOf(state, ids, entries) : null;
+          state.text += text;
+          await sse.send({
+            id,
+            object: 'text_completion',
+            created,
+            model: p.model,
+            choices: [{
+              index: delta.index,
+              text,
+              logprobs,
+              finish_reason: delta.finish ? (p.echoOnly ? 'length' : delta.finish.reason) : null,
+              stop_reason: delta.finish ? delta.finish.stopReason : null,
+            }],
+            ...(includeUsage ? { usage: null } : {}),
+          });
+        }
+        if (includeUsage) {
+          await sse.send({ id, object: 'text_completion', created, model: p.model, choices: [], usage: usage(promptTokens, completionTokens()) });
+        }
+      } catch (err) {
+        await sse.send(toErrorReply(err).body);
+      }
+      await sse.done();
+    } finally {
+      abort.abort();
+    }
+  };
+}

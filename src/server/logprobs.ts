@@ -1,0 +1,95 @@
+// Token logprobs (ids from the engine) rendered in OpenAI's two formats: the legacy completions
+// format and the chat format. Token strings come from the tokenizer, or `token_id:N` (vLLM's
+// return_tokens_as_token_ids) so that tokens which are not valid text on their own stay distinct.
+import type { TokenLogprob } from '../engine/types.ts';
+
+export interface TokenTexts {
+  tokenText(id: number): string;
+}
+
+/** JSON has no -Infinity; vLLM clamps to -9999 too. */
+const clamp = (lp: number) => (Number.isNaN(lp) ? -9999 : Math.max(lp, -9999));
+
+export class LogprobRenderer {
+  constructor(
+    private readonly texts: TokenTexts,
+    private readonly asTokenIds: boolean,
+  ) {}
+
+  token(id: number): string {
+    return this.asTokenIds ? `token_id:${id}` : this.texts.tokenText(id);
+  }
+
+  /**
+   * Legacy format for `ids` (prompt and/or generated), `entries[i]` their logprobs (null: none,
+   * as for the first prompt token). top_logprobs holds the top `topN` plus the chosen token, as
+   * OpenAI and vLLM do. text_offset counts from `startOffset` by the rendered token lengths.
+   */
+  legacy(ids: readonly number[], entries: readonly (TokenLogprob | null)[], topN: number, startOffset: number): LegacyLogprobs {
+    const out: LegacyLogprobs = { tokens: [], token_logprobs: [], top_logprobs: [], text_offset: [] };
+    let offset = startOffset;
+    for (let i = 0; i < ids.length; i++) {
+      const text = this.token(ids[i]);
+      const entry = entries[i] ?? null;
+      out.tokens.push(text);
+      out.text_offset.push(offset);
+      offset += text.length;
+      if (!entry) {
+        out.token_logprobs.push(null);
+        out.top_logprobs.push(null);
+        continue;
+      }
+      out.token_logprobs.push(clamp(entry.logprob));
+      const top: Record<string, number> = {};
+      for (const t of entry.top.slice(0, topN)) top[this.token(t.token)] ??= clamp(t.logprob);
+      top[text] ??= clamp(entry.logprob);
+      out.top_logprobs.push(top);
+    }
+    return out;
+  }
+
+  /** Chat format: one entry per generated token, exactly `topN` alternatives each (fewer if the engine sent fewer). */
+  chat(ids: readonly number[], entries: readonly (TokenLogprob | null)[], topN: number): ChatLogprob[] {
+    const out: ChatLogprob[] = [];
+    for (let i = 0; i < ids.length; i++) {
+      const entry = entries[i];
+      const token = this.token(ids[i]);
+      out.push({
+        token,
+        logprob: entry ? clamp(entry.logprob) : -9999,
+        bytes: utf8Bytes(token),
+        top_logprobs: (entry?.top ?? []).slice(0, topN).map((t) => {
+          const text = this.token(t.token);
+          return { token: text, logprob: clamp(t.logprob), bytes: utf8Bytes(text) };
+        }),
+      });
+    }
+    return out;
+  }
+}
+
+export interface LegacyLogprobs {
+  tokens: string[];
+  token_logprobs: (number | null)[];
+  top_logprobs: (Record<string, number> | null)[];
+  text_offset: number[];
+}
+
+export interface ChatLogprob {
+  token: string;
+  logprob: number;
+  bytes: number[];
+  top_logprobs: { token: string; logprob: number; bytes: number[] }[];
+}
+
+function utf8Bytes(text: string): number[] {
+  return [...Buffer.from(text, 'utf8')];
+}
+
+/** Concatenates legacy logprobs of consecutive pieces (prompt, then deltas) of one choice. */
+export function appendLegacy(into: LegacyLogprobs, more: LegacyLogprobs): void {
+  into.tokens.push(...more.tokens);
+  into.token_logprobs.push(...more.token_logprobs);
+  into.top_logprobs.push(...more.top_logprobs);
+  into.text_offset.push(...more.text_offset);
+}

@@ -1,0 +1,150 @@
+// JSON schemas of the request bodies (validated by Fastify's ajv; errors.ts words the failures).
+// Unknown fields are accepted and ignored, as vLLM does; fields we cannot honour are refused in
+// the handlers, by name, rather than silently ignored.
+
+const nullable = (type: string, extra: Record<string, unknown> = {}) => ({ type: [type, 'null'], ...extra });
+const tokenIds = { type: 'array', items: { type: 'integer' } };
+const stop = {
+  anyOf: [{ type: 'string' }, { type: 'array', items: { type: 'string' } }, { type: 'null' }],
+};
+
+/** Sampling and output fields shared by both endpoints. */
+const common = {
+  model: nullable('string'),
+  temperature: nullable('number', { minimum: 0 }),
+  top_p: nullable('number', { exclusiveMinimum: 0, maximum: 1 }),
+  top_k: nullable('integer', { minimum: -1 }),
+  seed: nullable('integer', { minimum: -9007199254740991, maximum: 9007199254740991 }),
+  stop,
+  stop_token_ids: { anyOf: [tokenIds, { type: 'null' }] },
+  n: nullable('integer', { minimum: 1, maximum: 128 }),
+  stream: nullable('boolean'),
+  stream_options: {
+    anyOf: [
+      { type: 'object', properties: { include_usage: nullable('boolean'), continuous_usage_stats: nullable('boolean') } },
+      { type: 'null' },
+    ],
+  },
+  ignore_eos: nullable('boolean'),
+  skip_special_tokens: nullable('boolean'),
+  include_stop_str_in_output: nullable('boolean'),
+  return_tokens_as_token_ids: nullable('boolean'),
+  presence_penalty: nullable('number'),
+  frequency_penalty: nullable('number'),
+  repetition_penalty: nullable('number'),
+  logit_bias: nullable('object'),
+  user: nullable('string'),
+};
+
+export const completionBodySchema = {
+  type: 'object',
+  required: ['prompt'],
+  properties: {
+    ...common,
+    prompt: {
+      anyOf: [
+        { type: 'string' },
+        { type: 'array', items: { type: 'string' }, minItems: 1 },
+        { ...tokenIds, minItems: 1 },
+        { type: 'array', items: { ...tokenIds, minItems: 1 }, minItems: 1 },
+      ],
+    },
+    max_tokens: nullable('integer', { minimum: 0 }),
+    logprobs: nullable('integer', { minimum: 0, maximum: 20 }),
+    echo: nullable('boolean'),
+    best_of: nullable('integer', { minimum: 1 }),
+    suffix: nullable('string'),
+  },
+} as const;
+
+const contentPart = {
+  type: 'object',
+  required: ['type'],
+  properties: { type: { type: 'string' }, text: { type: 'string' } },
+};
+
+export const chatBodySchema = {
+  type: 'object',
+  required: ['messages'],
+  properties: {
+    ...common,
+    messages: {
+      type: 'array',
+      minItems: 1,
+      items: {
+        type: 'object',
+        required: ['role'],
+        properties: {
+          role: { type: 'string' },
+          content: { anyOf: [{ type: 'string' }, { type: 'array', items: contentPart }, { type: 'null' }] },
+          name: nullable('string'),
+          tool_calls: { anyOf: [{ type: 'array', items: { type: 'object' } }, { type: 'null' }] },
+          tool_call_id: nullable('string'),
+          reasoning_content: nullable('string'),
+        },
+      },
+    },
+    max_tokens: nullable('integer', { minimum: 1 }),
+    max_completion_tokens: nullable('integer', { minimum: 1 }),
+    logprobs: nullable('boolean'),
+    top_logprobs: nullable('integer', { minimum: 0, maximum: 20 }),
+    tools: { anyOf: [{ type: 'array', items: { type: 'object' } }, { type: 'null' }] },
+    tool_choice: { anyOf: [{ type: 'string' }, { type: 'object' }, { type: 'null' }] },
+    parallel_tool_calls: nullable('boolean'),
+    response_format: { anyOf: [{ type: 'object', required: ['type'], properties: { type: { type: 'string' } } }, { type: 'null' }] },
+    chat_template_kwargs: nullable('object'),
+    add_generation_prompt: nullable('boolean'),
+  },
+} as const;
+
+// Request body types as the handlers read them (after validation).
+export interface CommonBody {
+  model?: string | null;
+  temperature?: number | null;
+  top_p?: number | null;
+  top_k?: number | null;
+  seed?: number | null;
+  stop?: string | string[] | null;
+  stop_token_ids?: number[] | null;
+  n?: number | null;
+  stream?: boolean | null;
+  stream_options?: { include_usage?: boolean | null; continuous_usage_stats?: boolean | null } | null;
+  ignore_eos?: boolean | null;
+  skip_special_tokens?: boolean | null;
+  include_stop_str_in_output?: boolean | null;
+  return_tokens_as_token_ids?: boolean | null;
+  presence_penalty?: number | null;
+  frequency_penalty?: number | null;
+  repetition_penalty?: number | null;
+  logit_bias?: Record<string, unknown> | null;
+  user?: string | null;
+}
+
+export interface CompletionBody extends CommonBody {
+  prompt: string | string[] | number[] | number[][];
+  max_tokens?: number | null;
+  logprobs?: number | null;
+  echo?: boolean | null;
+  best_of?: number | null;
+  suffix?: string | null;
+}
+
+export interface ChatMessageBody {
+  role: string;
+  content?: string | { type: string; text?: string }[] | null;
+  [key: string]: unknown;
+}
+
+export interface ChatBody extends CommonBody {
+  messages: ChatMessageBody[];
+  max_tokens?: number | null;
+  max_completion_tokens?: number | null;
+  logprobs?: boolean | null;
+  top_logprobs?: number | null;
+  tools?: Record<string, unknown>[] | null;
+  tool_choice?: string | Record<string, unknown> | null;
+  parallel_tool_calls?: boolean | null;
+  response_format?: { type: string } | null;
+  chat_template_kwargs?: Record<string, unknown> | null;
+  add_generation_prompt?: boolean | null;
+}

@@ -1,0 +1,66 @@
+// Server-sent events on the raw response (`data: {...}\n\n`, ending `data: [DONE]\n\n`), and the
+// client-disconnect signal every generation request is tied to.
+import type { FastifyReply, FastifyRequest } from 'fastify';
+
+/** Aborts when the client goes away before the response is complete (streaming or not). */
+export function disconnectSignal(request: FastifyRequest, reply: FastifyReply): AbortController {
+  const controller = new AbortController();
+  const onClose = () => {
+    if (!reply.raw.writableFinished) controller.abort();
+  };
+  reply.raw.once('close', onClose);
+  request.raw.once('aborted', () => controller.abort());
+  return controller;
+}
+
+export class SseWriter {
+  private opened = false;
+
+  constructor(private readonly reply: FastifyReply) {}
+
+  /** Takes the response over from Fastify and sends the headers. */
+  open(): void {
+    if (this.opened) return;
+    this.opened = true;
+    this.reply.hijack();
+    this.reply.raw.writeHead(200, {
+      'content-type': 'text/event-stream; charset=utf-8',
+      'cache-control': 'no-cache',
+      connection: 'keep-alive',
+      'x-accel-buffering': 'no',
+    });
+  }
+
+  get closed(): boolean {
+    return this.reply.raw.destroyed || this.reply.raw.writableEnded;
+  }
+
+  /** Writes one event; waits while the socket is congested (or until it closes). */
+  async send(data: unknown): Promise<void> {
+    await this.write(`data: ${JSON.stringify(data)}\n\n`);
+  }
+
+  async done(): Promise<void> {
+    await this.write('data: [DONE]\n\n');
+    this.end();
+  }
+
+  end(): void {
+    if (!this.closed) this.reply.raw.end();
+  }
+
+  private async write(text: string): Promise<void> {
+    if (this.closed) return;
+    const raw = this.reply.raw;
+    if (raw.write(text)) return;
+    await new Promise<void>((resolve) => {
+      const finish = () => {
+        raw.off('drain', finish);
+        raw.off('close', finish);
+        resolve();
+      };
+      raw.once('drain', finish);
+      raw.once('close', finish);
+    });
+  }
+}
