@@ -51,7 +51,10 @@ function compare(ours: PositionTop[], ref: TopLogprob[][], label: string, gap: G
   expect(ours.length).toBe(ref.length);
   ours.forEach((o, i) => {
     const r = ref[i]!;
-    expect(o.ids[0], `${label} position ${i}: top-1`).toBe(r[0]!.token);
+    // Identical top-1, except where llama.cpp itself has a near-tie (top-2 within 1e-3 nats): then either of the two.
+    const tied = r[0]!.logprob - r[1]!.logprob < 1e-3;
+    if (tied) expect([r[0]!.token, r[1]!.token], `${label} position ${i}: top-1 (near-tie)`).toContain(o.ids[0]);
+    else expect(o.ids[0], `${label} position ${i}: top-1`).toBe(r[0]!.token);
     for (const t of r) {
       const k = o.ids.indexOf(t.token);
       // A reference token may fall out of our top-N only when it sits at the edge, within tolerance.
