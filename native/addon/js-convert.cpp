@@ -27,12 +27,21 @@ std::vector<T> array_field(const Napi::Object& o, const char* name) {
   Napi::Value v = field(o, name);
   if (!v.IsTypedArray()) throw Napi::TypeError::New(o.Env(), std::string(name) + " must be a typed array");
   Napi::TypedArray ta = v.As<Napi::TypedArray>();
-  const napi_typedarray_type want = std::is_same<T, float>::value     ? napi_float32_array
-                                    : std::is_same<T, int32_t>::value ? napi_int32_array
-                                                                      : napi_uint8_array;
+  const napi_typedarray_type want = std::is_same<T, float>::value      ? napi_float32_array
+                                    : std::is_same<T, int32_t>::value  ? napi_int32_array
+                                    : std::is_same<T, uint32_t>::value ? napi_uint32_array
+                                                                       : napi_uint8_array;
   if (ta.TypedArrayType() != want) throw Napi::TypeError::New(o.Env(), std::string(name) + " has the wrong typed array type");
   Napi::TypedArrayOf<T> a = v.As<Napi::TypedArrayOf<T>>();
   return std::vector<T>(a.Data(), a.Data() + a.ElementLength());
+}
+
+// An optional typed array: empty when absent (undefined or null).
+template <typename T>
+std::vector<T> optional_array(const Napi::Object& o, const char* name) {
+  Napi::Value v = o.Get(name);
+  if (v.IsUndefined() || v.IsNull()) return {};
+  return array_field<T>(o, name);
 }
 
 }  // namespace
@@ -89,6 +98,20 @@ StepInput step_from_js(const Napi::Object& o) {
   s.num_logprobs = array_field<int32_t>(o, "numLogprobs");
   s.prompt_logprobs = array_field<int32_t>(o, "promptLogprobs");
   s.targets = array_field<int32_t>(o, "targets");
+  s.min_p = optional_array<float>(o, "minP");
+  s.presence_penalty = optional_array<float>(o, "presencePenalty");
+  s.frequency_penalty = optional_array<float>(o, "frequencyPenalty");
+  s.repetition_penalty = optional_array<float>(o, "repetitionPenalty");
+  s.output_start = optional_array<int32_t>(o, "outputTokenStart");
+  s.output_ids = optional_array<int32_t>(o, "outputTokenIds");
+  s.output_counts = optional_array<int32_t>(o, "outputTokenCounts");
+  s.prompt_start = optional_array<int32_t>(o, "promptTokenStart");
+  s.prompt_ids = optional_array<int32_t>(o, "promptTokenIds");
+  s.bias_start = optional_array<int32_t>(o, "biasStart");
+  s.bias_ids = optional_array<int32_t>(o, "biasIds");
+  s.bias_values = optional_array<float>(o, "biasValues");
+  s.allowed_mask = optional_array<uint32_t>(o, "allowedMask");
+  s.has_mask = optional_array<uint8_t>(o, "hasMask");
   if (s.seq_start.size() < 2) throw Napi::RangeError::New(o.Env(), "seqStart must have at least 2 entries");
   return s;
 }

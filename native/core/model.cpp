@@ -18,6 +18,50 @@ const float kNaN = std::numeric_limits<float>::quiet_NaN();
 
 void fail(const std::string& msg) { throw std::invalid_argument("invalid step batch: " + msg); }
 
+// An optional per-sequence array is empty or has one entry per sequence.
+template <typename T>
+void check_optional(const std::vector<T>& v, size_t seqs, const char* name) {
+  if (!v.empty() && v.size() != seqs) fail(std::string(name) + " must have one entry per sequence");
+}
+
+// An optional CSR: offsets (seqs + 1, from 0, non-decreasing, ending at ids.size()) and ids inside the vocabulary.
+void check_csr(const std::vector<int32_t>& start, const std::vector<int32_t>& ids, size_t seqs, int vocab, const char* name) {
+  if (start.empty()) {
+    if (!ids.empty()) fail(std::string(name) + " ids given without offsets");
+    return;
+  }
+  if (start.size() != seqs + 1 || start[0] != 0 || static_cast<size_t>(start.back()) != ids.size()) {
+    fail(std::string(name) + " offsets must have numSeqs + 1 entries from 0 to the number of ids");
+  }
+  for (size_t i = 0; i < seqs; i++)
+    if (start[i + 1] < start[i]) fail(std::string(name) + " offsets must not decrease");
+  for (int32_t id : ids)
+    if (id < 0 || id >= vocab) fail(std::string(name) + " token id " + std::to_string(id) + " outside the vocabulary");
+}
+
+SeqProcessing processing_of(const StepInput& in, int q, int vocab) {
+  SeqProcessing p;
+  if (!in.presence_penalty.empty()) p.presence = in.presence_penalty[q];
+  if (!in.frequency_penalty.empty()) p.frequency = in.frequency_penalty[q];
+  if (!in.repetition_penalty.empty()) p.repetition = in.repetition_penalty[q];
+  if (!in.output_start.empty()) {
+    p.out_ids = in.output_ids.data() + in.output_start[q];
+    p.out_counts = in.output_counts.data() + in.output_start[q];
+    p.n_out = in.output_start[q + 1] - in.output_start[q];
+  }
+  if (!in.prompt_start.empty()) {
+    p.prompt_ids = in.prompt_ids.data() + in.prompt_start[q];
+    p.n_prompt = in.prompt_start[q + 1] - in.prompt_start[q];
+  }
+  if (!in.bias_start.empty()) {
+    p.bias_ids = in.bias_ids.data() + in.bias_start[q];
+    p.bias_values = in.bias_values.data() + in.bias_start[q];
+    p.n_bias = in.bias_start[q + 1] - in.bias_start[q];
+  }
+  if (!in.has_mask.empty() && in.has_mask[q]) p.mask = in.allowed_mask.data() + static_cast<size_t>(q) * ((vocab + 31) / 32);
+  return p;
+}
+
 }  // namespace
 
 Model::Model(ModelConfig cfg, ModelWeights weights, std::unique_ptr<Backend> backend, int kv_blocks, int block_size)
@@ -33,6 +77,19 @@ void Model::validate(const StepInput& in) const {
   if (in.sample.size() != s || in.temperature.size() != s || in.top_p.size() != s || in.top_k.size() != s ||
       in.uniform.size() != s || in.num_logprobs.size() != s || in.prompt_logprobs.size() != s) {
     fail("per-sequence arrays must have seqStart.length - 1 entries");
+  }
+  check_optional(in.min_p, s, "minP");
+  check_optional(in.presence_penalty, s, "presencePenalty");
+  check_optional(in.frequency_penalty, s, "frequencyPenalty");
+  check_optional(in.repetition_penalty, s, "repetitionPenalty");
+  check_optional(in.has_mask, s, "hasMask");
+  check_csr(in.output_start, in.output_ids, s, cfg_.vocab, "outputToken");
+  if (in.output_counts.size() != in.output_ids.size()) fail("outputTokenCounts must match outputTokenIds");
+  check_csr(in.prompt_start, in.prompt_ids, s, cfg_.vocab, "promptToken");
+  check_csr(in.bias_start, in.bias_ids, s, cfg_.vocab, "bias");
+  if (in.bias_values.size() != in.bias_ids.size()) fail("biasValues must match biasIds");
+  if (!in.has_mask.empty() && in.allowed_mask.size() != s * ((static_cast<size_t>(cfg_.vocab) + 31) / 32)) {
+    fail("allowedMask must have numSeqs × ceil(vocabSize / 32) words");
   }
   if (in.block_table_width <= 0 || in.block_tables.size() != s * in.block_table_width) fail("blockTables must be numSeqs × blockTableWidth");
   if (in.seq_start[0] != 0 || in.seq_start[S] != T) fail("seqStart must run from 0 to tokens.length");
@@ -128,7 +185,7 @@ void Model::logits_and_sample(const StepInput& in, const float* x, StepOutput& o
   float* hr = be.scratch(kH, static_cast<size_t>(kLogitRowsPerChunk) * H);
   float* logits = be.scratch(kLogits, static_cast<size_t>(kLogitRowsPerChunk) * V);
   std::vector<int32_t> ids;
-  std::vector<float> p;
+  std::vector<float> p, processed;
   for (size_t c0 = 0; c0 < rows.size(); c0 += kLogitRowsPerChunk) {
     const int n = static_cast<int>(std::min<size_t>(kLogitRowsPerChunk, rows.size() - c0));
     for (int i = 0; i < n; i++) std::copy(x + static_cast<int64_t>(rows[c0 + i]) * H, x + static_cast<int64_t>(rows[c0 + i] + 1) * H, xr + static_cast<int64_t>(i) * H);
@@ -144,7 +201,15 @@ void Model::logits_and_sample(const StepInput& in, const float* x, StepOutput& o
                      out.prompt_top_logprobs.data() + static_cast<int64_t>(t) * out.prompt_top_width);
       }
       if (in.sample[q] && t == in.seq_start[q + 1] - 1) {
-        const int32_t tok = sample_token(l, V, in.temperature[q], in.top_p[q], in.top_k[q], in.uniform[q], ids, p);
+        const SeqProcessing proc = processing_of(in, q, V);
+        const float* draw_from = l;
+        if (proc.active()) {
+          processed.assign(l, l + V);
+          apply_processing(proc, processed.data(), V);
+          draw_from = processed.data();
+        }
+        const float min_p = in.min_p.empty() ? 0.0f : in.min_p[q];
+        const int32_t tok = sample_token(draw_from, V, in.temperature[q], in.top_p[q], in.top_k[q], min_p, in.uniform[q], ids, p);
         out.tokens[q] = tok;
         out.logprobs[q] = l[tok] - lse;
         if (in.num_logprobs[q] > 0) {

@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <numeric>
+#include <unordered_set>
 
 namespace moe {
 
@@ -38,26 +40,45 @@ void top_logprobs(const float* l, int V, int n, float lse, int32_t* ids, float* 
   }
 }
 
-int32_t sample_token(const float* l, int V, float temperature, float top_p, int top_k, float u,
-                     std::vector<int32_t>& ids, std::vector<float>& p) {
-  if (!(temperature > 0.0f)) {
-    int32_t best = 0;
-    for (int32_t i = 1; i < V; i++)
-      if (l[i] > l[best]) best = i;
-    return best;
+void apply_processing(const SeqProcessing& p, float* l, int V) {
+  for (int i = 0; i < p.n_bias; i++) l[p.bias_ids[i]] += p.bias_values[i];
+  if (p.mask) {
+    for (int i = 0; i < V; i++)
+      if (!((p.mask[i >> 5] >> (i & 31)) & 1u)) l[i] = -std::numeric_limits<float>::infinity();
   }
-  const bool use_k = top_k > 0 && top_k < V, use_p = top_p > 0.0f && top_p < 1.0f;
-  ids.resize(V);
-  std::iota(ids.begin(), ids.end(), 0);
+  if (p.repetition != 1) {
+    std::unordered_set<int32_t> seen;
+    auto penalise = [&](int32_t t) {
+      if (!seen.insert(t).second) return;
+      l[t] = l[t] > 0 ? l[t] / p.repetition : l[t] * p.repetition;
+    };
+    for (int i = 0; i < p.n_prompt; i++) penalise(p.prompt_ids[i]);
+    for (int i = 0; i < p.n_out; i++) penalise(p.out_ids[i]);
+  }
+  for (int i = 0; i < p.n_out; i++) l[p.out_ids[i]] -= p.frequency * static_cast<float>(p.out_counts[i]) + p.presence;
+}
+
+int32_t sample_token(const float* l, int V, float temperature, float top_p, int top_k, float min_p, float u,
+                     std::vector<int32_t>& ids, std::vector<float>& p) {
+  int32_t best = 0;
+  for (int32_t i = 1; i < V; i++)
+    if (l[i] > l[best]) best = i;
+  if (!(temperature > 0.0f) || l[best] == -std::numeric_limits<float>::infinity()) return best;
+  const float mx = l[best];
+  // min_p: p_i / p_max = exp((l_i - mx) / T) >= min_p  ⇔  l_i >= mx + T·ln(min_p).
+  const float floor = min_p > 0.0f ? mx + temperature * std::log(std::min(min_p, 1.0f)) : -std::numeric_limits<float>::infinity();
+  ids.clear();
+  for (int32_t i = 0; i < V; i++)
+    if (l[i] >= floor && l[i] != -std::numeric_limits<float>::infinity()) ids.push_back(i);
+  int n = static_cast<int>(ids.size());
   auto better = [&](int32_t a, int32_t b) { return l[a] > l[b] || (l[a] == l[b] && a < b); };
-  int n = V;
+  const bool use_k = top_k > 0 && top_k < n, use_p = top_p > 0.0f && top_p < 1.0f;
   if (use_k) {
     std::partial_sort(ids.begin(), ids.begin() + top_k, ids.end(), better);
     n = top_k;
   } else if (use_p) {
     std::sort(ids.begin(), ids.end(), better);
   }
-  const float mx = l[use_k || use_p ? ids[0] : *std::max_element(ids.begin(), ids.end(), [&](int32_t a, int32_t b) { return l[a] < l[b]; })];
   p.resize(n);
   double sum = 0;
   for (int i = 0; i < n; i++) sum += (p[i] = std::exp((l[ids[i]] - mx) / temperature));

@@ -12,9 +12,29 @@ float log_sum_exp(const float* logits, int n);
 // The n best tokens (best first; ties to the lower id) with their logprobs.
 void top_logprobs(const float* logits, int n_vocab, int n, float lse, int32_t* ids, float* logprobs);
 
-// temperature <= 0: argmax. Otherwise draws with u ∈ [0,1) from softmax(logits / temperature) restricted to
-// the top_k best (0 = all) and then to the smallest best-first prefix whose mass reaches top_p.
-int32_t sample_token(const float* logits, int n_vocab, float temperature, float top_p, int top_k, float u,
+// Logits processing for one sequence's sampled position (vLLM semantics); pointers into the step's CSR arrays.
+struct SeqProcessing {
+  float presence = 0, frequency = 0, repetition = 1;
+  const int32_t* out_ids = nullptr;
+  const int32_t* out_counts = nullptr;
+  int n_out = 0;
+  const int32_t* prompt_ids = nullptr;
+  int n_prompt = 0;
+  const int32_t* bias_ids = nullptr;
+  const float* bias_values = nullptr;
+  int n_bias = 0;
+  const uint32_t* mask = nullptr;  // ceil(V / 32) words, bit set = allowed
+  bool active() const { return presence != 0 || frequency != 0 || repetition != 1 || n_bias > 0 || mask; }
+};
+
+// In place: logit_bias, then the allowed mask (others -inf), then repetition over prompt ∪ output (once per
+// distinct token), then frequency × count + presence over the output.
+void apply_processing(const SeqProcessing& p, float* logits, int n_vocab);
+
+// temperature <= 0: argmax (min_p, top_k, top_p do not change it). Otherwise draws with u ∈ [0,1) from softmax(logits / temperature) restricted to
+// tokens within min_p of the best (0 = off), then the top_k best (0 = all), then the smallest best-first prefix
+// whose mass reaches top_p. Tokens at -inf are never drawn.
+int32_t sample_token(const float* logits, int n_vocab, float temperature, float top_p, int top_k, float min_p, float u,
                      std::vector<int32_t>& scratch_ids, std::vector<float>& scratch_p);
 
 }  // namespace moe

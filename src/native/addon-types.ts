@@ -81,6 +81,34 @@ export interface StepBatch {
   // ---- per token (length tokens.length) ----
   /** The token whose logprob to report at this position (the next prompt token), -1 = none. */
   targets: Int32Array;
+
+  // ---- optional logits processing of the sampled position (vLLM semantics); absent = off ----
+  // Logprobs stay those of the raw model distribution; these shape only the draw (and greedy's argmax).
+  /** Per sequence: drop tokens whose probability is below minP × the top probability (0 = off). */
+  minP?: Float32Array;
+  /** Per sequence: subtracted once from every token already generated (0 = off). */
+  presencePenalty?: Float32Array;
+  /** Per sequence: subtracted per occurrence among the generated tokens (0 = off). */
+  frequencyPenalty?: Float32Array;
+  /** Per sequence: logits of tokens in the prompt or the output are divided (if > 0) or multiplied by it (1 = off). */
+  repetitionPenalty?: Float32Array;
+  /** CSR (numSeqs + 1 offsets) of the distinct generated tokens and their counts. */
+  outputTokenStart?: Int32Array;
+  outputTokenIds?: Int32Array;
+  outputTokenCounts?: Int32Array;
+  /** CSR (numSeqs + 1 offsets) of the distinct prompt tokens (for repetitionPenalty). */
+  promptTokenStart?: Int32Array;
+  promptTokenIds?: Int32Array;
+  /** CSR (numSeqs + 1 offsets) of logit_bias entries: added to the logits before anything else. */
+  biasStart?: Int32Array;
+  biasIds?: Int32Array;
+  biasValues?: Float32Array;
+  /**
+   * Guided decoding: numSeqs × ceil(vocabSize / 32) words; bit (id % 32) of word (id / 32) set = token allowed
+   * (xgrammar's bitmask layout). Rows of sequences with hasMask[i] = 0 are ignored.
+   */
+  allowedMask?: Uint32Array;
+  hasMask?: Uint8Array;
 }
 
 export interface StepResult {

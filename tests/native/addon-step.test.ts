@@ -92,6 +92,37 @@ describe('sampling and errors', () => {
     expect(first.res.logprobs[0]).toBeCloseTo(probs.length ? Math.log(probs[top.indexOf(first.res.tokens[0]!)]!) : 0, 4);
   });
 
+  it('logits processing: logit_bias, allowed mask, penalties and min_p shape the draw, logprobs stay raw', async () => {
+    const prompt = randomTokens(6, 31);
+    const base = buildBatch([{ tokens: prompt, start: 0, blocks: [2], sample: true, numLogprobs: 5 }]);
+    const plain = await model.step(base);
+    const [best, second] = [plain.topIds[0]!, plain.topIds[1]!];
+    const raw = new Map(Array.from(plain.topIds, (id, i) => [id, plain.topLogprobs[i]!]));
+    const words = Math.ceil(cfg.native.vocabSize / 32);
+    const one = (v: number) => Int32Array.from([0, v]);
+    const cases: [string, Partial<typeof base>, (tok: number) => void][] = [
+      ['logit_bias', { biasStart: one(1), biasIds: Int32Array.from([77]), biasValues: Float32Array.from([1000]) }, (t) => expect(t).toBe(77)],
+      ['mask', (() => {
+        const mask = new Uint32Array(words);
+        for (const id of [second, 4242]) mask[id >> 5]! |= 1 << (id & 31);
+        return { allowedMask: mask, hasMask: Uint8Array.from([1]) };
+      })(), (t) => expect(t).toBe(second)],
+      ['presence', { presencePenalty: Float32Array.from([1000]), outputTokenStart: one(1), outputTokenIds: Int32Array.from([best]), outputTokenCounts: Int32Array.from([1]) }, (t) => expect(t).toBe(second)],
+      ['frequency', { frequencyPenalty: Float32Array.from([400]), outputTokenStart: one(1), outputTokenIds: Int32Array.from([best]), outputTokenCounts: Int32Array.from([3]) }, (t) => expect(t).toBe(second)],
+      ['repetition', { repetitionPenalty: Float32Array.from([1e9]), promptTokenStart: one(1), promptTokenIds: Int32Array.from([best]) }, (t) => expect(t).not.toBe(best)],
+      ['min_p 1 at temperature 1', { minP: Float32Array.from([1]), temperature: Float32Array.from([1]), uniform: Float32Array.from([0.999]) }, (t) => expect(t).toBe(best)],
+    ];
+    for (const [name, extra, check] of cases) {
+      const res = await model.step({ ...base, ...extra });
+      check(res.tokens[0]!);
+      // The reported logprob is the raw model's, not the processed one.
+      if (raw.has(res.tokens[0]!)) expect(res.logprobs[0], name).toBeCloseTo(raw.get(res.tokens[0]!)!, 5);
+      expect(Array.from(res.topIds), name).toEqual(Array.from(plain.topIds));
+    }
+    await expect(model.step({ ...base, biasStart: Int32Array.from([0, 2]), biasIds: Int32Array.from([1]), biasValues: Float32Array.from([1]) })).rejects.toThrow('bias offsets');
+    await expect(model.step({ ...base, allowedMask: new Uint32Array(3), hasMask: Uint8Array.from([1]) })).rejects.toThrow('allowedMask');
+  });
+
   it('refuses malformed batches with a clear message and keeps working', async () => {
     const good = { tokens: [1, 2, 3], start: 0, blocks: [0], sample: true };
     const cases: [string, ReturnType<typeof buildBatch>][] = [
