@@ -5,9 +5,11 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include "core/config.h"
+#include "core/sampler.h"
 #include "core/weights.h"
 
 namespace moe {
@@ -30,6 +32,10 @@ class Backend {
   virtual size_t kv_bytes_per_token() const = 0;
   // Named scratch buffers reused across steps (grown on demand, never shrunk).
   virtual float* scratch(int slot, size_t n) = 0;
+  // Host-side work over rows of logits (sampling, logprobs): fn(begin, end, worker) on up to workers() threads.
+  virtual int workers() const = 0;
+  virtual void for_rows(int64_t n, const std::function<void(int64_t, int64_t, int)>& fn) = 0;
+  virtual VecMath vec_math() const = 0;
 
   virtual void embed(const Matrix& table, const int32_t* tokens, int T, float* out) = 0;
   virtual void rmsnorm(const float* x, const float* w, int rows, int dim, float eps, float* out) = 0;

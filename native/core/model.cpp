@@ -12,7 +12,9 @@ namespace moe {
 namespace {
 
 enum { kX = 0, kH = 1, kQ = 2, kK = 3, kV = 4, kAttn = 5, kTmp = 6, kRows = 7, kLogits = 8 };
-constexpr int kLogitRowsPerChunk = 16;
+// Rows of logits computed per lm_head pass: the weights are streamed once per chunk, so a decode batch of up
+// to this many sequences reads them once.
+constexpr int kLogitRowsPerChunk = 64;
 constexpr int kMaxLogprobs = 20;
 const float kNaN = std::numeric_limits<float>::quiet_NaN();
 
@@ -181,43 +183,53 @@ void Model::logits_and_sample(const StepInput& in, const float* x, StepOutput& o
   }
   if (rows.empty()) return;
   Backend& be = *be_;
+  const VecMath math = be.vec_math();
   float* xr = be.scratch(kRows, static_cast<size_t>(kLogitRowsPerChunk) * H);
   float* hr = be.scratch(kH, static_cast<size_t>(kLogitRowsPerChunk) * H);
   float* logits = be.scratch(kLogits, static_cast<size_t>(kLogitRowsPerChunk) * V);
-  std::vector<int32_t> ids;
-  std::vector<float> p, processed;
+  struct RowScratch {
+    std::vector<int32_t> ids;
+    std::vector<float> p, processed;
+  };
+  std::vector<RowScratch> scratch(be.workers());
   for (size_t c0 = 0; c0 < rows.size(); c0 += kLogitRowsPerChunk) {
     const int n = static_cast<int>(std::min<size_t>(kLogitRowsPerChunk, rows.size() - c0));
     for (int i = 0; i < n; i++) std::copy(x + static_cast<int64_t>(rows[c0 + i]) * H, x + static_cast<int64_t>(rows[c0 + i] + 1) * H, xr + static_cast<int64_t>(i) * H);
     be.rmsnorm(xr, w_.final_norm.data(), n, H, cfg_.rms_eps, hr);
     be.matmul(hr, n, w_.lm_head, logits);
-    for (int i = 0; i < n; i++) {
-      const int t = rows[c0 + i], q = row_seq[c0 + i];
-      const float* l = logits + static_cast<int64_t>(i) * V;
-      const float lse = log_sum_exp(l, V);
-      if (in.prompt_logprobs[q] >= 0) {
-        if (in.targets[t] >= 0) out.target_logprobs[t] = l[in.targets[t]] - lse;
-        top_logprobs(l, V, in.prompt_logprobs[q], lse, out.prompt_top_ids.data() + static_cast<int64_t>(t) * out.prompt_top_width,
-                     out.prompt_top_logprobs.data() + static_cast<int64_t>(t) * out.prompt_top_width);
-      }
-      if (in.sample[q] && t == in.seq_start[q + 1] - 1) {
+    // Rows are independent and write disjoint outputs: one per worker at a time.
+    be.for_rows(n, [&](int64_t b, int64_t e, int worker) {
+      RowScratch& rs = scratch[worker];
+      for (int64_t i = b; i < e; i++) {
+        const int t = rows[c0 + i], q = row_seq[c0 + i];
+        const float* l = logits + i * V;
+        const bool sampled = in.sample[q] && t == in.seq_start[q + 1] - 1;
+        // The log-normaliser is a full pass over the vocabulary: only when some logprob is asked for.
+        const bool need_lse = in.prompt_logprobs[q] >= 0 || (sampled && in.num_logprobs[q] >= 0);
+        const float lse = need_lse ? log_sum_exp(math, l, V) : 0.0f;
+        if (in.prompt_logprobs[q] >= 0) {
+          if (in.targets[t] >= 0) out.target_logprobs[t] = l[in.targets[t]] - lse;
+          top_logprobs(l, V, in.prompt_logprobs[q], lse, out.prompt_top_ids.data() + static_cast<int64_t>(t) * out.prompt_top_width,
+                       out.prompt_top_logprobs.data() + static_cast<int64_t>(t) * out.prompt_top_width);
+        }
+        if (!sampled) continue;
         const SeqProcessing proc = processing_of(in, q, V);
         const float* draw_from = l;
         if (proc.active()) {
-          processed.assign(l, l + V);
-          apply_processing(proc, processed.data(), V);
-          draw_from = processed.data();
+          rs.processed.assign(l, l + V);
+          apply_processing(proc, rs.processed.data(), V);
+          draw_from = rs.processed.data();
         }
         const float min_p = in.min_p.empty() ? 0.0f : in.min_p[q];
-        const int32_t tok = sample_token(draw_from, V, in.temperature[q], in.top_p[q], in.top_k[q], min_p, in.uniform[q], ids, p);
+        const int32_t tok = sample_token(math, draw_from, V, in.temperature[q], in.top_p[q], in.top_k[q], min_p, in.uniform[q], rs.ids, rs.p);
         out.tokens[q] = tok;
-        out.logprobs[q] = l[tok] - lse;
+        if (in.num_logprobs[q] >= 0) out.logprobs[q] = l[tok] - lse;
         if (in.num_logprobs[q] > 0) {
           top_logprobs(l, V, in.num_logprobs[q], lse, out.top_ids.data() + static_cast<int64_t>(q) * out.top_width,
                        out.top_logprobs.data() + static_cast<int64_t>(q) * out.top_width);
         }
       }
-    }
+    });
   }
 }
 

@@ -6,8 +6,15 @@
 
 namespace moe {
 
+// The vocabulary-wide reductions, supplied by the backend (SIMD on the CPU).
+struct VecMath {
+  float (*max)(const float* x, int64_t n);
+  // Σ exp((x[i] - shift) * scale), also stored to out[i] when out is not null; -inf inputs give exactly 0.
+  float (*exp_sum)(const float* x, int64_t n, float shift, float scale, float* out);
+};
+
 // log(sum(exp(logits))), computed stably.
-float log_sum_exp(const float* logits, int n);
+float log_sum_exp(const VecMath& m, const float* logits, int n);
 
 // The n best tokens (best first; ties to the lower id) with their logprobs.
 void top_logprobs(const float* logits, int n_vocab, int n, float lse, int32_t* ids, float* logprobs);
@@ -34,7 +41,7 @@ void apply_processing(const SeqProcessing& p, float* logits, int n_vocab);
 // temperature <= 0: argmax (min_p, top_k, top_p do not change it). Otherwise draws with u ∈ [0,1) from softmax(logits / temperature) restricted to
 // tokens within min_p of the best (0 = off), then the top_k best (0 = all), then the smallest best-first prefix
 // whose mass reaches top_p. Tokens at -inf are never drawn.
-int32_t sample_token(const float* logits, int n_vocab, float temperature, float top_p, int top_k, float min_p, float u,
-                     std::vector<int32_t>& scratch_ids, std::vector<float>& scratch_p);
+int32_t sample_token(const VecMath& m, const float* logits, int n_vocab, float temperature, float top_p, int top_k,
+                     float min_p, float u, std::vector<int32_t>& scratch_ids, std::vector<float>& scratch_p);
 
 }  // namespace moe

@@ -16,6 +16,9 @@ class CpuBackend : public Backend {
   void init_kv(const ModelConfig& cfg, int num_blocks, int block_size) override;
   size_t kv_bytes_per_token() const override;
   float* scratch(int slot, size_t n) override;
+  int workers() const override { return pool_.size(); }
+  void for_rows(int64_t n, const std::function<void(int64_t, int64_t, int)>& fn) override { pool_.parallel_for(n, 1, fn); }
+  VecMath vec_math() const override { return VecMath{k_.max, k_.exp_sum}; }
 
   void embed(const Matrix& table, const int32_t* tokens, int T, float* out) override;
   void rmsnorm(const float* x, const float* w, int rows, int dim, float eps, float* out) override;

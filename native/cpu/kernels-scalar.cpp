@@ -1,4 +1,5 @@
 // Portable kernels: plain loops the compiler may vectorise for the baseline ISA. The reference for the others.
+#include <cmath>
 #include <cstring>
 
 #include "core/half.h"
@@ -48,8 +49,24 @@ void matmul_rows(const Matrix& w, int64_t r0, int64_t r1, const float* x, int64_
 
 }  // namespace
 
+float max_scalar(const float* x, int64_t n) {
+  float m = x[0];
+  for (int64_t i = 1; i < n; i++) m = x[i] > m ? x[i] : m;
+  return m;
+}
+
+float exp_sum_scalar(const float* x, int64_t n, float shift, float scale, float* out) {
+  double s = 0;
+  for (int64_t i = 0; i < n; i++) {
+    const float e = std::exp((x[i] - shift) * scale);
+    if (out) out[i] = e;
+    s += e;
+  }
+  return static_cast<float>(s);
+}
+
 const KernelSet& kernels_scalar() {
-  static const KernelSet k{"scalar", matmul_rows, dot, axpy, to_f32};
+  static const KernelSet k{"scalar", matmul_rows, dot, axpy, to_f32, max_scalar, exp_sum_scalar};
   return k;
 }
 

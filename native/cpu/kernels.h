@@ -18,9 +18,16 @@ struct KernelSet {
   void (*axpy)(float a, const float* x, float* y, int64_t n);
   // dst[i] = widen(src[i])
   void (*to_f32)(const void* src, DType dt, float* dst, int64_t n);
+  // max over x (n >= 1)
+  float (*max)(const float* x, int64_t n);
+  // Σ exp((x[i] - shift) * scale), also stored to out[i] when out is not null; -inf inputs give exactly 0.
+  float (*exp_sum)(const float* x, int64_t n, float shift, float scale, float* out);
 };
 
 const KernelSet& kernels_scalar();
+// The portable reductions, shared by the sets that have no faster ones.
+float max_scalar(const float* x, int64_t n);
+float exp_sum_scalar(const float* x, int64_t n, float shift, float scale, float* out);
 const KernelSet& kernels_avx2();
 const KernelSet& kernels_avx512();
 

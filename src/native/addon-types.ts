@@ -114,7 +114,7 @@ export interface StepBatch {
 export interface StepResult {
   /** Per sequence: sampled token, -1 where sample was 0. */
   tokens: Int32Array;
-  /** Per sequence: log-softmax of the raw logits at the sampled token (NaN where not sampled). */
+  /** Per sequence: log-softmax of the raw logits at the sampled token (NaN where not sampled or numLogprobs is -1). */
   logprobs: Float32Array;
   /** max(numLogprobs, 0) over the batch. */
   topWidth: number;

@@ -92,6 +92,25 @@ describe('sampling and errors', () => {
     expect(first.res.logprobs[0]).toBeCloseTo(probs.length ? Math.log(probs[top.indexOf(first.res.tokens[0]!)]!) : 0, 4);
   });
 
+  it('top_p draws only from the nucleus, in proportion to the renormalised probabilities', async () => {
+    const base = { tokens: randomTokens(8, 23), start: 0, blocks: [4], sample: true, temperature: 1, numLogprobs: 20, topP: 0.8 };
+    const first = await runStep(model, [{ ...base, uniform: 0.5 }]);
+    const probs = Array.from(first.res.topLogprobs, Math.exp);
+    let mass = 0;
+    let k = 0;
+    while (k < probs.length && mass < 0.8 - 1e-6) mass += probs[k++]!;
+    expect(mass, 'nucleus within the reported top-20').toBeGreaterThanOrEqual(0.8 - 1e-6);
+    const nucleus = Array.from(first.res.topIds).slice(0, k);
+    const N = 200;
+    const counts = new Map<number, number>();
+    for (let i = 0; i < N; i++) {
+      const { res } = await runStep(model, [{ ...base, uniform: (i + 0.5) / N }]);
+      counts.set(res.tokens[0]!, (counts.get(res.tokens[0]!) ?? 0) + 1);
+    }
+    for (const tok of counts.keys()) expect(nucleus).toContain(tok);
+    nucleus.forEach((tok, i) => expect(Math.abs((counts.get(tok) ?? 0) / N - probs[i]! / mass)).toBeLessThanOrEqual(1.5 / N));
+  });
+
   it('logits processing: logit_bias, allowed mask, penalties and min_p shape the draw, logprobs stay raw', async () => {
     const prompt = randomTokens(6, 31);
     const base = buildBatch([{ tokens: prompt, start: 0, blocks: [2], sample: true, numLogprobs: 5 }]);
