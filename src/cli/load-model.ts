@@ -4,25 +4,28 @@ import os from 'node:os';
 import path from 'node:path';
 import { loadModelConfig, type ModelConfig } from '../model/config.ts';
 import { loadAddon } from '../native/load-addon.ts';
-import { createEngine, type LlmEngineHandle } from '../engine/engine.ts';
+import { createEngine, DEFAULT_MAX_NUM_BATCHED_TOKENS, DEFAULT_MAX_NUM_SEQS, type LlmEngineHandle } from '../engine/engine.ts';
 import { loadTokenizer, type TextTokenizer } from '../chat/tokenizer.ts';
 import { createChatTemplate, type ChatTemplate } from '../chat/template.ts';
 import type { SamplingDefaults } from '../server/sampling.ts';
+import { DEFAULT_BLOCK_SIZE, derivedMaxModelLen, estimateKvBytesPerToken, planKvCache, type KvPlan } from './kv-plan.ts';
 
-export const DEFAULT_BLOCK_SIZE = 16;
-export const DEFAULT_KV_CACHE_GIB = 4;
-/** Pools larger than this many tokens only waste memory on small models (the scheduler runs at most 64 sequences). */
-const KV_TOKENS_WORTH_HAVING = 256 * 1024;
+export { DEFAULT_BLOCK_SIZE } from './kv-plan.ts';
 
 export interface LoadModelOptions {
   dir: string;
-  /** Default: config.json's max_position_embeddings. */
+  /** Default: the model's context length (max_position_embeddings, times a rope_scaling factor). */
   maxModelLen?: number;
   /** Default: every core. */
   threads?: number;
-  /** Memory for the paged KV cache in GiB (default DEFAULT_KV_CACHE_GIB, less when a small model needs less). */
+  /** Memory for the paged KV cache in GiB; default: a share of the free memory (see kv-plan.ts). */
   kvCacheGiB?: number;
   blockSize?: number;
+  /** Engine scheduling limits (defaults: the engine's). */
+  maxNumSeqs?: number;
+  maxNumBatchedTokens?: number;
+  /** Automatic prefix caching (default true). */
+  enablePrefixCaching?: boolean;
   /** 'auto': sampling defaults from generation_config.json (vLLM's default); 'vllm'/'none': OpenAI's. */
   generationConfig?: 'auto' | 'vllm' | 'none';
   onProgress?: (done: number, total: number) => void;
@@ -35,34 +38,14 @@ export interface LoadedModel {
   template: ChatTemplate | null;
   maxModelLen: number;
   samplingDefaults: Partial<SamplingDefaults>;
+  /** The pool as loaded (bytes per token as the model reports it). */
+  kv: KvPlan;
   kvBlocks: number;
   blockSize: number;
   threads: number;
-}
-
-/**
- * The CPU backend keeps K and V in f32: layers × 2 × kv heads × head_dim × 4 bytes per token.
- * Used before loading to size the pool; the model reports the exact figure once loaded.
- */
-export function estimateKvBytesPerToken(config: ModelConfig): number {
-  const c = config.native;
-  return c.numLayers * 2 * c.numKvHeads * c.headDim * 4;
-}
-
-/** Number of KV blocks: what the memory budget buys, but never more than is worth having. */
-export function planKvBlocks(bytesPerToken: number, blockSize: number, maxModelLen: number, kvCacheGiB: number): number {
-  const budgetTokens = Math.floor((kvCacheGiB * 1024 ** 3) / bytesPerToken);
-  const tokens = Math.min(budgetTokens, Math.max(maxModelLen, KV_TOKENS_WORTH_HAVING));
-  const blocks = Math.floor(tokens / blockSize);
-  const needed = Math.ceil(maxModelLen / blockSize);
-  if (blocks < needed) {
-    const needGiB = (needed * blockSize * bytesPerToken) / 1024 ** 3;
-    throw new Error(
-      `the KV cache (${kvCacheGiB} GiB) holds ${blocks * blockSize} tokens but max-model-len is ${maxModelLen} ` +
-        `(needs ${needGiB.toFixed(2)} GiB): pass --kv-cache-memory ${Math.ceil(needGiB)} or a smaller --max-model-len`,
-    );
-  }
-  return blocks;
+  maxNumSeqs: number;
+  maxNumBatchedTokens: number;
+  enablePrefixCaching: boolean;
 }
 
 function samplingDefaultsFrom(dir: string): Partial<SamplingDefaults> {
@@ -82,11 +65,30 @@ function samplingDefaultsFrom(dir: string): Partial<SamplingDefaults> {
 
 export async function loadServedModel(options: LoadModelOptions): Promise<LoadedModel> {
   const config = loadModelConfig(options.dir);
-  const maxModelLen = options.maxModelLen ?? config.maxPositionEmbeddings;
+  const contextLen = derivedMaxModelLen(config);
+  const maxModelLen = options.maxModelLen ?? contextLen;
   if (!Number.isInteger(maxModelLen) || maxModelLen < 2) throw new Error(`max-model-len must be an integer >= 2 (got ${maxModelLen})`);
+  if (maxModelLen > contextLen) {
+    throw new Error(`max-model-len ${maxModelLen} is longer than the model's context length ${contextLen} (config.json: max_position_embeddings, rope_scaling)`);
+  }
   const threads = options.threads ?? os.availableParallelism();
   const blockSize = options.blockSize ?? DEFAULT_BLOCK_SIZE;
-  const kvBlocks = planKvBlocks(estimateKvBytesPerToken(config), blockSize, maxModelLen, options.kvCacheGiB ?? DEFAULT_KV_CACHE_GIB);
+  const maxNumSeqs = options.maxNumSeqs ?? DEFAULT_MAX_NUM_SEQS;
+  const maxNumBatchedTokens = options.maxNumBatchedTokens ?? DEFAULT_MAX_NUM_BATCHED_TOKENS;
+  if (!Number.isInteger(maxNumSeqs) || maxNumSeqs < 1) throw new Error(`max-num-seqs must be a positive integer (got ${maxNumSeqs})`);
+  if (!Number.isInteger(maxNumBatchedTokens) || maxNumBatchedTokens < maxNumSeqs) {
+    // Every running sequence must be able to decode in the same step.
+    throw new Error(`max-num-batched-tokens (${maxNumBatchedTokens}) must be an integer >= max-num-seqs (${maxNumSeqs})`);
+  }
+  const enablePrefixCaching = options.enablePrefixCaching ?? true;
+  const plan = planKvCache({
+    bytesPerToken: estimateKvBytesPerToken(config),
+    blockSize,
+    maxModelLen,
+    kvCacheGiB: options.kvCacheGiB,
+    freeBytes: os.freemem(),
+    weightBytes: config.files.reduce((sum, f) => sum + fs.statSync(f).size, 0),
+  });
   // Tokenizer and template first: a broken tokenizer should fail before minutes of weight loading.
   const tokenizer = loadTokenizer(config.dir);
   const template = createChatTemplate(tokenizer.config);
@@ -96,7 +98,7 @@ export async function loadServedModel(options: LoadModelOptions): Promise<Loaded
     files: config.files,
     config: config.native,
     threads,
-    kvBlocks,
+    kvBlocks: plan.blocks,
     blockSize,
     onProgress: options.onProgress,
   });
@@ -106,8 +108,16 @@ export async function loadServedModel(options: LoadModelOptions): Promise<Loaded
       maxModelLen,
       eosTokenIds: [...new Set([...config.eosTokenIds, ...tokenizer.eosTokenIds])],
       vocabSize: config.native.vocabSize,
+      maxNumSeqs,
+      maxNumBatchedTokens,
+      enablePrefixCaching,
     });
-    return { config, engine, tokenizer, template, maxModelLen, samplingDefaults, kvBlocks, blockSize, threads };
+    const bytesPerToken = native.kvBytesPerToken;
+    const kv: KvPlan = { ...plan, blocks: native.kvBlocks, bytesPerToken, bytes: native.kvBlocks * native.blockSize * bytesPerToken };
+    return {
+      config, engine, tokenizer, template, maxModelLen, samplingDefaults, kv, kvBlocks: native.kvBlocks, blockSize: native.blockSize, threads,
+      maxNumSeqs, maxNumBatchedTokens, enablePrefixCaching,
+    };
   } catch (err) {
     native.close();
     throw err;

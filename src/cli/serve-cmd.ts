@@ -3,11 +3,14 @@ import os from 'node:os';
 import path from 'node:path';
 import { Command, Option } from 'commander';
 import { buildApp } from '../server/app.ts';
-import { DEFAULT_BLOCK_SIZE, DEFAULT_KV_CACHE_GIB, loadServedModel } from './load-model.ts';
+import { DEFAULT_MAX_NUM_BATCHED_TOKENS, DEFAULT_MAX_NUM_SEQS } from '../engine/engine.ts';
+import { DEFAULT_BLOCK_SIZE, loadServedModel } from './load-model.ts';
+import { describeKvPlan } from './kv-plan.ts';
 import { ensureDemoModel } from './demo-model.ts';
 import { choiceArg, intArg, positiveNumberArg } from './options.ts';
 import { packageVersion } from './package-info.ts';
 import { byteProgress } from './progress.ts';
+import { guidedDecodingFor } from '../guided/guided-decoding.ts';
 
 export interface ServeOptions {
   host: string;
@@ -16,9 +19,19 @@ export interface ServeOptions {
   apiKey?: string;
   maxModelLen?: number;
   threads: number;
-  kvCacheMemory: number;
+  /** GiB; undefined: the default from free memory. */
+  kvCacheMemory?: number;
   blockSize: number;
+  maxNumSeqs: number;
+  maxNumBatchedTokens: number;
+  /** commander's --no-prefix-caching. */
+  prefixCaching: boolean;
   generationConfig: 'auto' | 'vllm';
+  /** vLLM's flags: parsers are on by default when the tokenizer has their markers; 'none' turns one off. */
+  reasoningParser: 'qwen3' | 'none';
+  toolCallParser: 'hermes' | 'none';
+  /** Accepted for vLLM compatibility: tool_choice 'auto' is always served when a tool-call parser is on. */
+  enableAutoToolChoice?: boolean;
 }
 
 export async function serve(modelDirArg: string | undefined, opts: ServeOptions): Promise<void> {
@@ -31,10 +44,23 @@ export async function serve(modelDirArg: string | undefined, opts: ServeOptions)
     threads: opts.threads,
     kvCacheGiB: opts.kvCacheMemory,
     blockSize: opts.blockSize,
+    maxNumSeqs: opts.maxNumSeqs,
+    maxNumBatchedTokens: opts.maxNumBatchedTokens,
+    enablePrefixCaching: opts.prefixCaching,
     generationConfig: opts.generationConfig,
     onProgress: (done, total) => progress.update(done, total),
   }).finally(() => progress.stop());
+  console.log(describeKvPlan(loaded.kv, loaded.maxModelLen));
+  console.log(
+    `scheduler: max-num-seqs ${loaded.maxNumSeqs}, max-num-batched-tokens ${loaded.maxNumBatchedTokens}, ` +
+      `prefix caching ${loaded.enablePrefixCaching ? 'on' : 'off'}`,
+  );
   const names = opts.servedModelName?.length ? opts.servedModelName : [path.basename(modelDir)];
+  const guidedDecoding = guidedDecodingFor(path.join(modelDir, 'tokenizer.json'), loaded.config.native.vocabSize, loaded.engine.eosTokenIds);
+  // Before listening: preparing the vocabulary blocks the JS thread for about a second.
+  await guidedDecoding.warmup().catch((err: unknown) => {
+    console.warn(`guided decoding unavailable until a request retries it: ${(err as Error).message}`);
+  });
   const app = buildApp({
     engine: loaded.engine,
     tokenizer: loaded.tokenizer,
@@ -46,6 +72,9 @@ export async function serve(modelDirArg: string | undefined, opts: ServeOptions)
     modelRoot: modelDir,
     samplingDefaults: loaded.samplingDefaults,
     version: packageVersion(),
+    reasoningParser: opts.reasoningParser === 'none' ? null : undefined,
+    toolCallParser: opts.toolCallParser === 'none' ? null : undefined,
+    guidedDecoding,
     logger: { level: 'warn' },
   });
   let closing = false;
@@ -81,14 +110,25 @@ export function serveCommand(): Command {
     .addOption(new Option('--api-key <key>', 'require `Authorization: Bearer <key>` on /v1 routes').env('MOESERVE_API_KEY'))
     .option('--max-model-len <tokens>', "context length (default: config.json's max_position_embeddings)", intArg(2))
     .option('--threads <n>', 'CPU threads for the model', intArg(1), os.availableParallelism())
-    .option('--kv-cache-memory <GiB>', 'memory for the paged KV cache, in GiB', positiveNumberArg, DEFAULT_KV_CACHE_GIB)
+    .option('--kv-cache-memory <GiB>', 'memory for the paged KV cache, in GiB (default: a share of the free memory, logged at start)', positiveNumberArg)
     .option('--block-size <tokens>', 'tokens per KV cache block', intArg(1), DEFAULT_BLOCK_SIZE)
+    .option('--max-num-seqs <n>', 'most sequences in one step (the running batch)', intArg(1), DEFAULT_MAX_NUM_SEQS)
+    .option(
+      '--max-num-batched-tokens <tokens>',
+      'token budget of one step (decodes first, then prompt chunks: chunked prefill)',
+      intArg(1),
+      DEFAULT_MAX_NUM_BATCHED_TOKENS,
+    )
+    .option('--no-prefix-caching', 'turn off automatic prefix caching (reuse of the KV of earlier prompts)')
     .option(
       '--generation-config <source>',
       "'auto': default temperature/top_p/top_k from the model's generation_config.json (as vLLM); 'vllm': OpenAI's defaults",
       choiceArg(['auto', 'vllm'] as const),
       'auto',
     )
+    .option('--reasoning-parser <name>', "<think>…</think> → reasoning_content ('none' to turn off)", choiceArg(['qwen3', 'none'] as const), 'qwen3')
+    .option('--tool-call-parser <name>', "<tool_call> blocks → tool_calls ('none' to turn off)", choiceArg(['hermes', 'none'] as const), 'hermes')
+    .option('--enable-auto-tool-choice', "accepted as in vLLM; tool_choice 'auto' is on whenever a tool-call parser is")
     .action(async (modelDir: string | undefined, opts: ServeOptions) => {
       await serve(modelDir, opts);
     });

@@ -6,7 +6,7 @@ import { BlockManager } from './block-manager.ts';
 import { randomSeed } from './rng.ts';
 import { Scheduler, type SchedulerOutput } from './scheduler.ts';
 import { Sequence } from './sequence.ts';
-import { buildStepBatch, checkStepResult, promptLogprobAt, sampledLogprob } from './step-batch.ts';
+import { buildStepBatch, checkStepResult, fillGuideMasks, promptLogprobAt, sampledLogprob, type GuideOutcome } from './step-batch.ts';
 import type { Engine, EngineEvent, EngineStats, FinishReason, GenerateRequest } from './types.ts';
 import { validateRequest } from './validate.ts';
 
@@ -24,15 +24,8 @@ export interface EngineOptions {
   ownsModel?: boolean;
 }
 
-/** EngineStats plus the counters /metrics needs (proposed additions to the contract). */
+/** EngineStats plus the engine's own bookkeeping. */
 export interface EngineCounters extends EngineStats {
-  /** Free blocks that still hold a reusable cached prefix (not in kvBlocksUsed). */
-  kvBlocksCached: number;
-  numPreemptions: number;
-  prefixCacheQueries: number;
-  prefixCacheHits: number;
-  promptTokens: number;
-  generationTokens: number;
   steps: number;
 }
 
@@ -105,13 +98,16 @@ class LlmEngine implements LlmEngineHandle {
       if (this.closing) throw new Error('the engine is closed');
       validateRequest(request, { maxModelLen: this.maxModelLen, vocabSize: this.vocabSize });
     } catch (e) {
+      request.guide?.dispose();
       events.fail(e);
       return events;
     }
     const { params, signal } = request;
     seq = new Sequence(this.nextId++, request.promptTokens, params, params.seed ?? randomSeed(), events);
+    seq.guide = request.guide ?? null;
     this.promptTokens += seq.numPromptTokens;
     if (signal?.aborted) {
+      seq.guide?.dispose();
       events.push({ type: 'finish', reason: 'abort', promptTokens: seq.numPromptTokens, completionTokens: 0 });
       events.end();
       return events;
@@ -177,7 +173,8 @@ class LlmEngine implements LlmEngineHandle {
         }
         const out = this.scheduler.schedule();
         if (out.chunks.length === 0) throw new Error('scheduler produced an empty step while requests are pending');
-        const batch = buildStepBatch(out.chunks);
+        const batch = buildStepBatch(out.chunks, this.eosTokenIds);
+        const guides = await fillGuideMasks(batch, out.chunks, this.vocabSize);
         let result: StepResult;
         try {
           result = await this.model.step(batch);
@@ -188,7 +185,8 @@ class LlmEngine implements LlmEngineHandle {
         }
         this.steps++;
         this.scheduler.stepDone(out);
-        this.postprocess(out, batch, result);
+        const guidedAtLength = this.postprocess(out, batch, result, guides);
+        await this.finishAtLength(guidedAtLength);
         // A step may resolve without touching the event loop (e.g. a synchronous model):
         // let I/O, timers and aborts in between steps.
         await yieldToEventLoop();
@@ -200,7 +198,9 @@ class LlmEngine implements LlmEngineHandle {
     }
   }
 
-  private postprocess(out: SchedulerOutput<Sequence>, batch: StepBatch, r: StepResult): void {
+  /** Returns the guided sequences that reached max_tokens (finishAtLength ends them). */
+  private postprocess(out: SchedulerOutput<Sequence>, batch: StepBatch, r: StepResult, guides: GuideOutcome[]): Sequence[] {
+    const atLength: Sequence[] = [];
     out.chunks.forEach((c, s) => {
       const seq = c.seq;
       if (seq.finished || seq.abortRequested) return;
@@ -218,16 +218,52 @@ class LlmEngine implements LlmEngineHandle {
       }
       if (!c.sample) return;
       const token = r.tokens[s];
+      const { params } = seq;
+      const guide = guides[s];
+      if (typeof guide === 'object') {
+        this.failSequences([seq], new Error(`guided decoding failed: ${guide.error instanceof Error ? guide.error.message : String(guide.error)}`));
+        return;
+      }
+      const isStop = params.stopTokenIds.includes(token) || (!params.ignoreEos && this.eosTokenIds.includes(token));
+      if (guide === 'complete') {
+        // The guided output is complete: only a stop token was allowed. End here, even under ignore_eos.
+        if (isStop) {
+          seq.tokens.push(token);
+          this.generationTokens++;
+        }
+        this.finish(seq, 'stop', isStop ? token : undefined);
+        return;
+      }
       seq.tokens.push(token);
       this.generationTokens++;
-      const { params } = seq;
-      if (params.stopTokenIds.includes(token) || (!params.ignoreEos && this.eosTokenIds.includes(token))) {
+      if (isStop) {
         this.finish(seq, 'stop', token);
         return;
       }
+      if (seq.guide && !seq.guide.accept(token)) {
+        this.failSequences([seq], new Error(`guided decoding failed: the grammar rejects token ${token}`));
+        return;
+      }
       seq.events.push({ type: 'token', token, logprob: params.logprobs === null ? null : sampledLogprob(r, s, params.logprobs) });
-      if (seq.numOutputTokens >= params.maxTokens) this.finish(seq, 'length');
+      if (seq.numOutputTokens >= params.maxTokens) {
+        if (seq.guide) atLength.push(seq);
+        else this.finish(seq, 'length');
+      }
     });
+    return atLength;
+  }
+
+  /** A guided output that max_tokens cut exactly where it was complete ends with 'stop', else 'length'. */
+  private async finishAtLength(seqs: Sequence[]): Promise<void> {
+    for (const seq of seqs) {
+      let reason: FinishReason = 'length';
+      try {
+        if (seq.guide && (await seq.guide.next(new Uint32Array(Math.ceil(this.vocabSize / 32)))) === 'complete') reason = 'stop';
+      } catch {
+        // The request is over either way: report the cut.
+      }
+      this.finish(seq, reason);
+    }
   }
 
   private finish(seq: Sequence, reason: FinishReason, stopToken?: number): void {
@@ -236,6 +272,8 @@ class LlmEngine implements LlmEngineHandle {
     this.scheduler.remove(seq);
     this.live.delete(seq);
     seq.cleanup();
+    seq.guide?.dispose();
+    seq.guide = null;
     seq.events.push({
       type: 'finish',
       reason,
@@ -254,6 +292,8 @@ class LlmEngine implements LlmEngineHandle {
       this.scheduler.remove(seq);
       this.live.delete(seq);
       seq.cleanup();
+      seq.guide?.dispose();
+      seq.guide = null;
       seq.events.fail(new Error(`generation failed: ${message}`, { cause: error }));
     }
   }

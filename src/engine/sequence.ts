@@ -2,8 +2,9 @@
 // bookkeeping, its RNG and the queue its events go to.
 import type { AsyncQueue } from './async-queue.ts';
 import type { SchedSequence } from './scheduler.ts';
-import type { EngineEvent, SamplingParams, TokenLogprob } from './types.ts';
+import type { EngineEvent, SamplingParams, TokenGuide, TokenLogprob } from './types.ts';
 import { Xoshiro128 } from './rng.ts';
+import type { LogitsState } from './logits-processing.ts';
 
 export class Sequence implements SchedSequence {
   readonly tokens: number[];
@@ -17,6 +18,10 @@ export class Sequence implements SchedSequence {
   promptLogprobsSent = false;
   abortRequested = false;
   finished = false;
+  /** Penalty/bias bookkeeping, created by logits-processing.ts for requests that use them. */
+  logitsState: LogitsState | null = null;
+  /** Guided decoding (request.guide); disposed and cleared when the sequence ends. */
+  guide: TokenGuide | null = null;
   /** Detaches the abort listener; set by the engine. */
   cleanup: () => void = () => {};
 

@@ -3,9 +3,11 @@
 import type { StepBatch, StepResult } from '../native/addon-types.ts';
 import type { ScheduledChunk } from './scheduler.ts';
 import type { Sequence } from './sequence.ts';
-import type { TokenLogprob, TopLogprob } from './types.ts';
+import type { GuideStatus, TokenLogprob, TopLogprob } from './types.ts';
+import { addLogitsProcessing } from './logits-processing.ts';
 
-export function buildStepBatch(chunks: readonly ScheduledChunk<Sequence>[]): StepBatch {
+/** `eosTokenIds`: the engine's EOS ids (min_tokens keeps them from being sampled too early). */
+export function buildStepBatch(chunks: readonly ScheduledChunk<Sequence>[], eosTokenIds: readonly number[] = []): StepBatch {
   const numSeqs = chunks.length;
   let numTokens = 0;
   let width = 1;
@@ -51,7 +53,44 @@ export function buildStepBatch(chunks: readonly ScheduledChunk<Sequence>[]): Ste
     b.promptLogprobs[s] = wantPrompt ? (params.promptLogprobs ?? -1) : -1;
   });
   b.seqStart[numSeqs] = t;
+  addLogitsProcessing(b, chunks, eosTokenIds);
   return b;
+}
+
+/** Per chunk: what its guide said ('free' without one or when not sampling), or the error it threw. */
+export type GuideOutcome = GuideStatus | { error: unknown };
+
+/**
+ * Guided decoding: asks the guide of every sequence that samples in this step for its mask and lays
+ * the rows out as batch.allowedMask / hasMask (left unset when no sequence is masked).
+ */
+export async function fillGuideMasks(
+  batch: StepBatch,
+  chunks: readonly ScheduledChunk<Sequence>[],
+  vocabSize: number,
+): Promise<GuideOutcome[]> {
+  const words = Math.ceil(vocabSize / 32);
+  const outcomes: GuideOutcome[] = chunks.map(() => 'free');
+  let mask: Uint32Array | null = null;
+  let has: Uint8Array | null = null;
+  for (let s = 0; s < chunks.length; s++) {
+    const { seq, sample } = chunks[s];
+    if (!sample || !seq.guide) continue;
+    mask ??= new Uint32Array(chunks.length * words);
+    has ??= new Uint8Array(chunks.length);
+    try {
+      const status = await seq.guide.next(mask.subarray(s * words, (s + 1) * words));
+      outcomes[s] = status;
+      if (status !== 'free') has[s] = 1;
+    } catch (error) {
+      outcomes[s] = { error };
+    }
+  }
+  if (mask && has && has.some((h) => h === 1)) {
+    batch.allowedMask = mask;
+    batch.hasMask = has;
+  }
+  return outcomes;
 }
 
 function topList(ids: Int32Array, lps: Float32Array, offset: number, n: number): TopLogprob[] {

@@ -17,6 +17,19 @@ export interface SamplingParams {
   logprobs: number | null;
   /** Top-N logprobs (0..20) for each prompt token (echo); null = none. */
   promptLogprobs: number | null;
+  // ---- logits processing (vLLM semantics); absent = off. They shape the draw, never the reported logprobs. ----
+  /** Drop tokens whose probability is below minP × the top token's (0..1; 0 = off). */
+  minP?: number;
+  /** Subtracted once from the logit of every token generated so far (0 = off). */
+  presencePenalty?: number;
+  /** Subtracted from a token's logit per time it was generated so far (0 = off). */
+  frequencyPenalty?: number;
+  /** Logits of tokens in the prompt or the output: divided by it when positive, multiplied when not (> 0; 1 = off). */
+  repetitionPenalty?: number;
+  /** Token id → added to its logit before anything else (OpenAI logit_bias; finite values). */
+  logitBias?: Readonly<Record<number, number>>;
+  /** The stop token ids (and EOS unless ignoreEos) cannot be sampled before this many tokens (0 = off). */
+  minTokens?: number;
 }
 
 export interface TopLogprob {
@@ -43,13 +56,46 @@ export interface GenerateRequest {
   params: SamplingParams;
   /** Aborting ends the request within one step and frees its KV blocks. */
   signal?: AbortSignal;
+  /** Guided decoding: constrains every sampled token. The engine owns it from generate() on. */
+  guide?: TokenGuide;
 }
 
+/** What a guide says about the next token (see TokenGuide.next). */
+export type GuideStatus = 'free' | 'masked' | 'complete';
+
+/**
+ * A constraint on the tokens a request may sample (src/guided implements it with a grammar). The
+ * engine calls next() before each sampled token and accept() with the token sampled, and dispose()
+ * exactly once when the request ends, however it ends.
+ */
+export interface TokenGuide {
+  /**
+   * 'free': no constraint this time (row untouched). 'masked': row (ceil(vocabSize / 32) words) now
+   * holds the allowed tokens, bit id % 32 of word id / 32. 'complete': the output is complete and row
+   * allows only stop tokens; the engine ends the request with finish 'stop'.
+   */
+  next(row: Uint32Array): Promise<GuideStatus>;
+  /** Advances past the sampled token; false when the constraint rejects it. */
+  accept(token: number): boolean;
+  dispose(): void;
+}
+
+/** A snapshot of the engine: gauges (as of now) and counters (monotonic since the engine started). */
 export interface EngineStats {
   running: number;
   waiting: number;
   kvBlocksTotal: number;
+  /** Blocks referenced by at least one request. */
   kvBlocksUsed: number;
+  /** Free blocks that still hold a reusable cached prefix (not in kvBlocksUsed); evicted LRU on demand. */
+  kvBlocksCached: number;
+  numPreemptions: number;
+  /** Prompt tokens looked up in the prefix cache at admission, and how many of them were found. */
+  prefixCacheQueries: number;
+  prefixCacheHits: number;
+  /** Prompt tokens of every request received, and tokens sampled (a stop token included). */
+  promptTokens: number;
+  generationTokens: number;
 }
 
 export interface Engine {

@@ -63,4 +63,39 @@ export function validateRequest(req: GenerateRequest, limits: ValidationLimits):
   checkTokenIds(params.stopTokenIds, limits.vocabSize, 'stop_token_ids', 'stop token');
   checkLogprobs(params.logprobs, 'logprobs');
   checkLogprobs(params.promptLogprobs, 'prompt_logprobs');
+  validateLogitsProcessing(req, limits);
+}
+
+const isF32 = (x: unknown): x is number => typeof x === 'number' && Number.isFinite(x) && Number.isFinite(Math.fround(x));
+
+/** The optional fields of SamplingParams that shape the logits (vLLM's ranges). */
+function validateLogitsProcessing({ params }: GenerateRequest, limits: ValidationLimits): void {
+  const { minP, presencePenalty, frequencyPenalty, repetitionPenalty, logitBias, minTokens } = params;
+  // The native batch holds these as float32 / int32: refuse what would overflow there.
+  if (!isF32(params.temperature)) throw new RequestError(`temperature ${params.temperature} is too large`, 'temperature');
+  if (params.topK > 0x7fffffff) throw new RequestError(`top_k ${params.topK} is too large (use 0 or -1 for no limit)`, 'top_k');
+  if (minP !== undefined && !(isF32(minP) && minP >= 0 && minP <= 1)) {
+    throw new RequestError(`min_p must be in [0, 1], got ${String(minP)}`, 'min_p');
+  }
+  for (const [value, name] of [[presencePenalty, 'presence_penalty'], [frequencyPenalty, 'frequency_penalty']] as const) {
+    if (value !== undefined && !(isF32(value) && value >= -2 && value <= 2)) {
+      throw new RequestError(`${name} must be in [-2, 2], got ${String(value)}`, name);
+    }
+  }
+  if (repetitionPenalty !== undefined && !(isF32(repetitionPenalty) && repetitionPenalty > 0)) {
+    throw new RequestError(`repetition_penalty must be a finite number > 0, got ${String(repetitionPenalty)}`, 'repetition_penalty');
+  }
+  if (logitBias !== undefined) {
+    if (logitBias === null || typeof logitBias !== 'object') throw new RequestError('logit_bias must map token ids to numbers', 'logit_bias');
+    for (const [key, value] of Object.entries(logitBias)) {
+      const id = Number(key);
+      if (!/^\d+$/.test(key) || id >= limits.vocabSize) {
+        throw new RequestError(`logit_bias: '${key}' is not a token id in [0, ${limits.vocabSize})`, 'logit_bias');
+      }
+      if (!isF32(value)) throw new RequestError(`logit_bias['${key}'] must be a finite number, got ${String(value)}`, 'logit_bias');
+    }
+  }
+  if (minTokens !== undefined && !(isInt(minTokens) && minTokens >= 0 && minTokens <= params.maxTokens)) {
+    throw new RequestError(`min_tokens must be an integer in [0, max_tokens = ${params.maxTokens}], got ${String(minTokens)}`, 'min_tokens');
+  }
 }

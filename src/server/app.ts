@@ -5,12 +5,16 @@ import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastif
 import type { Engine } from '../engine/types.ts';
 import type { TextTokenizer } from '../chat/tokenizer.ts';
 import type { ChatTemplate } from '../chat/template.ts';
-import { ApiError, installErrorHandlers, toErrorReply } from './errors.ts';
+import { ApiError, frameworkErrorHandler, installErrorHandlers, toErrorReply } from './errors.ts';
 import { OPENAI_DEFAULTS, type SamplingDefaults } from './sampling.ts';
 import { chatBodySchema, completionBodySchema, type ChatBody, type CompletionBody } from './schemas.ts';
 import { completionsHandler } from './completions.ts';
 import { chatCompletionsHandler } from './chat-completions.ts';
 import type { ServerContext } from './context.ts';
+import { createMetrics } from './metrics.ts';
+import { registerTokenizeRoutes } from './tokenize.ts';
+import { installBodyGuard } from './body-guard.ts';
+import type { GuidedDecoding } from '../guided/guided-decoding.ts';
 
 export interface AppOptions {
   engine: Engine;
@@ -33,6 +37,23 @@ export interface AppOptions {
   logger?: FastifyServerOptions['logger'];
   /** Largest request body in bytes (a 128K-token prompt as JSON ids is about 1 MB). */
   bodyLimit?: number;
+  /**
+   * vLLM's --reasoning-parser: 'qwen3' returns <think>…</think> as reasoning_content; null: off.
+   * Default: 'qwen3' when the tokenizer has <think> and </think> tokens.
+   */
+  reasoningParser?: 'qwen3' | null;
+  /**
+   * vLLM's --tool-call-parser with --enable-auto-tool-choice: 'hermes' parses <tool_call> blocks into
+   * tool_calls; null: off (tool_choice 'auto' with tools is then refused). Default: 'hermes' when
+   * the tokenizer has <tool_call> and </tool_call> tokens.
+   */
+  toolCallParser?: 'hermes' | null;
+  /** Guided decoding (response_format, tool_choice 'required' / named); absent: those requests get a 400. */
+  guidedDecoding?: GuidedDecoding | null;
+}
+
+function hasTokens(tokenizer: TextTokenizer, ...tokens: string[]): boolean {
+  return tokens.every((t) => tokenizer.addedTokens.has(t));
 }
 
 function checkBearer(header: string | undefined, apiKey: string): boolean {
@@ -45,8 +66,10 @@ export function buildApp(options: AppOptions): FastifyInstance {
   const names = Array.isArray(options.servedModelName) ? options.servedModelName : [options.servedModelName];
   if (names.length === 0 || names.some((n) => typeof n !== 'string' || n === '')) throw new Error('servedModelName must be a non-empty name');
   const maxModelLen = Math.min(options.maxModelLen ?? options.engine.maxModelLen, options.engine.maxModelLen);
+  // /metrics reads the engine's state; the routes see the engine through the latency timers.
+  const metrics = createMetrics({ engine: options.engine, modelName: names[0] });
   const ctx: ServerContext = {
-    engine: options.engine,
+    engine: metrics.instrument(options.engine),
     tokenizer: options.tokenizer,
     template: options.template,
     servedModelNames: names,
@@ -56,16 +79,23 @@ export function buildApp(options: AppOptions): FastifyInstance {
       eosTokenIds: [...new Set([...options.engine.eosTokenIds, ...options.tokenizer.eosTokenIds])],
       defaults: { ...OPENAI_DEFAULTS, ...options.samplingDefaults },
     },
+    chatParsers: {
+      reasoning: options.reasoningParser === undefined ? hasTokens(options.tokenizer, '<think>', '</think>') : options.reasoningParser !== null,
+      toolCalls: options.toolCallParser === undefined ? hasTokens(options.tokenizer, '<tool_call>', '</tool_call>') : options.toolCallParser !== null,
+    },
+    guided: options.guidedDecoding ?? null,
   };
   const created = Math.floor(Date.now() / 1000);
 
   const app = Fastify({
     logger: options.logger ?? false,
     bodyLimit: options.bodyLimit ?? 32 * 1024 * 1024,
+    frameworkErrors: frameworkErrorHandler,
     // Strict types: "5" is not a number, and nothing is silently dropped or defaulted.
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, useDefaults: false, allErrors: false } },
   });
   installErrorHandlers(app);
+  installBodyGuard(app);
 
   if (options.apiKey !== undefined && options.apiKey !== '') {
     const apiKey = options.apiKey;
@@ -79,6 +109,8 @@ export function buildApp(options: AppOptions): FastifyInstance {
   }
 
   app.get('/health', async (_request, reply) => reply.code(200).send());
+  // Outside /v1, so not behind the API key (as vLLM).
+  app.get('/metrics', async (_request, reply) => reply.type(metrics.contentType).send(await metrics.render()));
   app.get('/version', async () => ({ version: options.version ?? 'unknown' }));
   app.get('/v1/models', async () => ({
     object: 'list',
@@ -94,5 +126,7 @@ export function buildApp(options: AppOptions): FastifyInstance {
   }));
   app.post<{ Body: CompletionBody }>('/v1/completions', { schema: { body: completionBodySchema } }, completionsHandler(ctx));
   app.post<{ Body: ChatBody }>('/v1/chat/completions', { schema: { body: chatBodySchema } }, chatCompletionsHandler(ctx));
+  // vLLM's /tokenize and /detokenize (outside /v1: not behind the API key, as in vLLM).
+  registerTokenizeRoutes(app, ctx);
   return app;
 }

@@ -1,65 +1,91 @@
 // POST /v1/chat/completions: messages → the model's chat template → tokens → choices.
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import type { ChatMessage } from '../chat/template.ts';
+import { ChatOutputParser, type OutputParserOptions } from '../chat/output-parser.ts';
+import { promptOpensReasoning } from '../chat/reasoning-parser.ts';
 import { badRequest, toErrorReply } from './errors.ts';
 import { checkModel, nowSeconds, responseId, usage, type ServerContext } from './context.ts';
-import { checkPromptTokens, refuseUnsupported, resolveMaxTokens, samplingParams, stopStrings } from './sampling.ts';
+import { checkPromptTokens, resolveMaxTokens, samplingParams, stopStrings } from './sampling.ts';
 import { choiceStream, mergeStreams, type ChoiceFinish, type ChoiceSpec } from './choice-stream.ts';
 import { LogprobRenderer, type ChatLogprob } from './logprobs.ts';
 import { disconnectSignal, SseWriter } from './sse.ts';
-import type { ChatBody, ChatMessageBody } from './schemas.ts';
+import type { ChatBody } from './schemas.ts';
+import { checkTools, resolveToolChoice, toTemplateMessage, type ToolChoice } from './chat-request.ts';
+import { ChoiceMessage } from './chat-response.ts';
+import type { TokenGuide } from '../engine/types.ts';
+import { responseFormatSpec, toolCallSpec } from '../guided/request-spec.ts';
 
-/** OpenAI content parts → the plain string chat templates expect (text parts joined by newlines, as vLLM does). */
-function toTemplateMessage(message: ChatMessageBody, i: number): ChatMessage {
-  const { content, ...rest } = message;
-  if (content === undefined || content === null) return { ...rest, content: '' };
-  if (typeof content === 'string') return { ...rest, content };
-  const texts = content.map((part, j) => {
-    if (part.type !== 'text' || typeof part.text !== 'string') {
-      throw badRequest(`messages[${i}].content[${j}]: only text content parts are supported (got type '${part.type}')`, `messages[${i}].content`);
-    }
-    return part.text;
-  });
-  return { ...rest, content: texts.join('\n') };
+interface RenderedPrompt {
+  ids: number[];
+  text: string;
+  toolChoice: ToolChoice;
+  tools: Record<string, unknown>[] | undefined;
 }
 
-function renderPrompt(body: ChatBody, ctx: ServerContext): number[] {
+function renderPrompt(body: ChatBody, ctx: ServerContext): RenderedPrompt {
   if (!ctx.template) {
     throw badRequest('This model has no chat template (tokenizer_config.json has no chat_template); use /v1/completions.', 'messages');
   }
-  const toolChoice = body.tool_choice;
-  if (toolChoice !== undefined && toolChoice !== null && toolChoice !== 'auto' && toolChoice !== 'none') {
-    throw badRequest("Only tool_choice 'auto' and 'none' are supported", 'tool_choice');
-  }
-  if (body.response_format && body.response_format.type !== 'text') {
-    throw badRequest(`response_format '${body.response_format.type}' is not supported`, 'response_format');
+  const tools = checkTools(body);
+  const toolChoice = resolveToolChoice(body, tools);
+  if (toolChoice.mode === 'auto' && !ctx.chatParsers.toolCalls) {
+    throw badRequest("tool_choice 'auto' needs a tool call parser, and this server runs without one; use tool_choice 'none'", 'tool_choice');
   }
   const text = ctx.template.render(body.messages.map(toTemplateMessage), {
-    tools: body.tools ?? undefined,
+    tools,
     addGenerationPrompt: body.add_generation_prompt ?? true,
     kwargs: body.chat_template_kwargs ?? undefined,
   });
   // The template writes every special token itself (BOS included, where a model has one).
-  return ctx.tokenizer.encode(text, { addSpecialTokens: false });
+  return { ids: ctx.tokenizer.encode(text, { addSpecialTokens: false }), text, toolChoice, tools };
 }
 
+/**
+ * Guided decoding, one guide per choice: a forced tool call (tool_choice 'required' or named), else
+ * response_format; null when the reply is unconstrained.
+ */
+async function chatGuides(ctx: ServerContext, body: ChatBody, prompt: RenderedPrompt, n: number): Promise<TokenGuide[] | null> {
+  const choice = prompt.toolChoice;
+  const forced = choice.mode === 'required' || choice.mode === 'named';
+  const spec = forced
+    ? toolCallSpec(prompt.tools ?? [], choice.mode === 'named' ? choice.name : null, body.parallel_tool_calls !== false)
+    : responseFormatSpec(body.response_format);
+  if (spec === null) return null;
+  if (!ctx.guided) throw badRequest('Guided decoding is not available on this server', forced ? 'tool_choice' : 'response_format');
+  // With a reasoning parser and <think> left open by the prompt, the model thinks freely first.
+  return ctx.guided.guides(spec, n, { startInReasoning: ctx.chatParsers.reasoning && promptOpensReasoning(prompt.text) });
+}
+
+/** One choice: its reply parsed (reasoning, content, tool calls) as it streams. */
 class ChoiceState {
-  text = '';
   logprobs: ChatLogprob[] = [];
   finish?: ChoiceFinish;
+  readonly output: ChatOutputParser;
+  readonly message: ChoiceMessage;
+
+  constructor(parsing: OutputParserOptions, maxToolCalls: number) {
+    this.output = new ChatOutputParser(parsing);
+    this.message = new ChoiceMessage({ reasoning: parsing.reasoning, maxToolCalls });
+  }
+
+  /** The stream deltas a piece of reply text makes (and, at the finish, whatever was held back). */
+  add(text: string, finish: boolean): Record<string, unknown>[] {
+    const deltas = this.message.add(this.output.push(text));
+    if (finish) deltas.push(...this.message.add(this.output.flush()));
+    return deltas;
+  }
 }
 
 export function chatCompletionsHandler(ctx: ServerContext) {
   return async (request: FastifyRequest<{ Body: ChatBody }>, reply: FastifyReply) => {
     const body = request.body;
     const model = checkModel(ctx, body.model);
-    refuseUnsupported(body);
     const wantLogprobs = body.logprobs === true;
     if (!wantLogprobs && (body.top_logprobs ?? 0) > 0) {
       throw badRequest("'top_logprobs' requires 'logprobs' to be true", 'top_logprobs');
     }
     const topN = wantLogprobs ? (body.top_logprobs ?? 0) : null;
-    const promptIds = renderPrompt(body, ctx);
+    const prompt = renderPrompt(body, ctx);
+    const promptIds = prompt.ids;
     checkPromptTokens(promptIds, ctx.limits, 'messages');
     const maxParam = body.max_completion_tokens !== undefined && body.max_completion_tokens !== null ? 'max_completion_tokens' : 'max_tokens';
     const maxTokens = resolveMaxTokens(
@@ -81,10 +107,19 @@ export function chatCompletionsHandler(ctx: ServerContext) {
       skipSpecialTokens: body.skip_special_tokens ?? true,
       userStopTokenIds,
     }));
+    const guides = await chatGuides(ctx, body, prompt, n);
+    specs.forEach((spec, i) => (spec.guide = guides?.[i]));
 
     const abort = disconnectSignal(request, reply);
     const render = new LogprobRenderer(ctx.tokenizer, body.return_tokens_as_token_ids === true);
-    const states = specs.map(() => new ChoiceState());
+    const parsing: OutputParserOptions = {
+      reasoning: ctx.chatParsers.reasoning,
+      startInReasoning: ctx.chatParsers.reasoning && promptOpensReasoning(prompt.text),
+      // required / named (guided decoding) constrain the reply to the same <tool_call> format.
+      toolCalls: prompt.toolChoice.mode !== 'none',
+    };
+    const maxToolCalls = body.parallel_tool_calls === false ? 1 : Number.POSITIVE_INFINITY;
+    const states = specs.map(() => new ChoiceState(parsing, maxToolCalls));
     const merged = mergeStreams(specs.map((spec) => choiceStream(ctx.engine, ctx.tokenizer, spec, abort.signal)));
     const id = responseId('chatcmpl');
     const created = nowSeconds();
@@ -94,7 +129,7 @@ export function chatCompletionsHandler(ctx: ServerContext) {
       if (body.stream !== true) {
         for await (const delta of merged) {
           const state = states[delta.index];
-          state.text += delta.text;
+          state.add(delta.text, delta.finish !== undefined);
           if (topN !== null) {
             state.logprobs.push(...render.chat(delta.tokens.map((t) => t.id), delta.tokens.map((t) => t.logprob), topN));
           }
@@ -107,9 +142,9 @@ export function chatCompletionsHandler(ctx: ServerContext) {
           model,
           choices: states.map((s, index) => ({
             index,
-            message: { role: 'assistant', content: s.text },
+            message: s.message.message(),
             logprobs: topN === null ? null : { content: s.logprobs },
-            finish_reason: s.finish?.reason ?? null,
+            finish_reason: s.message.finishReason(s.finish?.reason),
             stop_reason: s.finish?.stopReason ?? null,
           })),
           usage: usage(promptIds.length, completionTokens()),
@@ -136,19 +171,27 @@ export function chatCompletionsHandler(ctx: ServerContext) {
         }
         for (; !next.done; next = await iterator.next()) {
           const delta = next.value;
-          if (delta.finish) states[delta.index].finish = delta.finish;
+          const state = states[delta.index];
+          if (delta.finish) state.finish = delta.finish;
+          const deltas = state.add(delta.text, delta.finish !== undefined);
           const hasTokens = topN !== null && delta.tokens.length > 0;
-          if (delta.text === '' && !hasTokens && !delta.finish) continue;
+          if (deltas.length === 0 && !hasTokens && !delta.finish) continue;
           const logprobs = hasTokens
             ? { content: render.chat(delta.tokens.map((t) => t.id), delta.tokens.map((t) => t.logprob), topN) }
             : null;
-          await sse.send(chunk([{
-            index: delta.index,
-            delta: delta.text === '' ? {} : { content: delta.text },
-            logprobs,
-            finish_reason: delta.finish?.reason ?? null,
-            ...(delta.finish ? { stop_reason: delta.finish.stopReason } : {}),
-          }]));
+          if (deltas.length === 0) deltas.push({});
+          // Reasoning, content and each tool call go in chunks of their own; the logprobs ride on the
+          // first, the finish on the last.
+          for (let k = 0; k < deltas.length; k++) {
+            const last = k === deltas.length - 1;
+            await sse.send(chunk([{
+              index: delta.index,
+              delta: deltas[k],
+              logprobs: k === 0 ? logprobs : null,
+              finish_reason: last ? state.message.finishReason(delta.finish?.reason) : null,
+              ...(last && delta.finish ? { stop_reason: delta.finish.stopReason } : {}),
+            }]));
+          }
         }
         if (includeUsage) {
           await sse.send({ id, object: 'chat.completion.chunk', created, model, choices: [], usage: usage(promptIds.length, completionTokens()) });

@@ -1,5 +1,5 @@
 // One choice of a response: an engine request turned into text deltas, with stop strings applied.
-import type { Engine, FinishReason, SamplingParams, TokenLogprob } from '../engine/types.ts';
+import type { Engine, FinishReason, SamplingParams, TokenGuide, TokenLogprob } from '../engine/types.ts';
 import { IncrementalDetokenizer, StopStringMatcher, type Decoder } from '../chat/detokenizer.ts';
 
 export interface ChoiceSpec {
@@ -11,6 +11,8 @@ export interface ChoiceSpec {
   skipSpecialTokens: boolean;
   /** Ids the user asked to stop on (reported as stop_reason, unlike EOS). */
   userStopTokenIds: ReadonlySet<number>;
+  /** Guided decoding for this choice (handed to the engine, which disposes it). */
+  guide?: TokenGuide;
 }
 
 export interface GeneratedToken {
@@ -54,17 +56,20 @@ export async function* choiceStream(
   const detokenizer = new IncrementalDetokenizer(decoder, { skipSpecialTokens: spec.skipSpecialTokens });
   const matcher = new StopStringMatcher(spec.stops, spec.includeStop);
   const { index } = spec;
+  // vLLM: stop strings are looked for only once more than min_tokens tokens are out.
+  const minTokens = spec.params.minTokens ?? 0;
   let generated = 0;
   // True once the engine itself said finish; otherwise leaving this function aborts the request.
   let engineDone = false;
   try {
-    const events = engine.generate({ promptTokens: spec.promptTokens, params: spec.params, signal: controller.signal });
+    const events = engine.generate({ promptTokens: spec.promptTokens, params: spec.params, signal: controller.signal, guide: spec.guide });
     for await (const event of events) {
       if (event.type === 'prompt_logprobs') {
         yield { index, text: '', tokens: [], promptLogprobs: event.entries };
       } else if (event.type === 'token') {
         generated++;
-        const match = matcher.push(detokenizer.push(event.token));
+        const piece = detokenizer.push(event.token);
+        const match = generated > minTokens ? matcher.push(piece) : { text: piece, stop: undefined };
         const tokens = [{ id: event.token, logprob: event.logprob }];
         if (match.stop !== undefined) {
           controller.abort(); // free the engine's slot now, not when the consumer pulls again

@@ -3,11 +3,12 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { TokenLogprob } from '../engine/types.ts';
 import { badRequest, toErrorReply } from './errors.ts';
 import { checkModel, nowSeconds, responseId, usage, type ServerContext } from './context.ts';
-import { checkPromptTokens, refuseUnsupported, resolveMaxTokens, samplingParams, stopStrings } from './sampling.ts';
+import { checkPromptTokens, resolveMaxTokens, samplingParams, stopStrings } from './sampling.ts';
 import { choiceStream, mergeStreams, type ChoiceDelta, type ChoiceFinish, type ChoiceSpec } from './choice-stream.ts';
 import { LogprobRenderer, type LegacyLogprobs } from './logprobs.ts';
 import { disconnectSignal, SseWriter } from './sse.ts';
 import type { CompletionBody } from './schemas.ts';
+import { responseFormatSpec } from '../guided/request-spec.ts';
 
 const DEFAULT_MAX_TOKENS = 16;
 
@@ -40,7 +41,6 @@ interface Plan {
 
 function plan(body: CompletionBody, ctx: ServerContext): Plan {
   const model = checkModel(ctx, body.model);
-  refuseUnsupported(body);
   if (body.suffix) throw badRequest("'suffix' is not supported", 'suffix');
   const n = body.n ?? 1;
   if (body.best_of !== undefined && body.best_of !== null && body.best_of !== n) {
@@ -119,6 +119,12 @@ export function completionsHandler(ctx: ServerContext) {
   return async (request: FastifyRequest<{ Body: CompletionBody }>, reply: FastifyReply) => {
     const body = request.body;
     const p = plan(body, ctx);
+    const spec = p.echoOnly ? null : responseFormatSpec(body.response_format);
+    if (spec !== null) {
+      if (!ctx.guided) throw badRequest('Guided decoding is not available on this server', 'response_format');
+      const guides = await ctx.guided.guides(spec, p.specs.length);
+      p.specs.forEach((choice, i) => (choice.guide = guides[i]));
+    }
     const abort = disconnectSignal(request, reply);
     const states = p.specs.map((s) => new ChoiceState(p.prompts[Math.floor(s.index / p.n)], p.echo));
     const render = new LogprobRenderer(ctx.tokenizer, body.return_tokens_as_token_ids === true);

@@ -5,6 +5,7 @@ import type { TextTokenizer } from '../chat/tokenizer.ts';
 import type { ChatTemplate } from '../chat/template.ts';
 import { ApiError } from './errors.ts';
 import type { Limits } from './sampling.ts';
+import type { GuidedDecoding } from '../guided/guided-decoding.ts';
 
 export interface ServerContext {
   engine: Engine;
@@ -13,6 +14,15 @@ export interface ServerContext {
   /** Names requests may use in `model`; the first is the one responses report. */
   servedModelNames: string[];
   limits: Limits;
+  /** Chat reply parsing: reasoning (vLLM's --reasoning-parser qwen3), tool calls (--tool-call-parser hermes). */
+  chatParsers: ChatParsers;
+  /** response_format and forced tool calls; absent: such requests get a 400. */
+  guided?: GuidedDecoding | null;
+}
+
+export interface ChatParsers {
+  reasoning: boolean;
+  toolCalls: boolean;
 }
 
 /** The model name to report; 404 as vLLM when the request names another model. A missing name means the served one. */

@@ -1,6 +1,6 @@
 // The one place HTTP errors get their status, type and OpenAI shape: {error: {message, type, param, code}}.
 // Types and numeric codes follow vLLM's OpenAI server (type = the error class name, code = the status).
-import type { FastifyError, FastifyInstance } from 'fastify';
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { RequestError } from '../engine/types.ts';
 import { TemplateError } from '../chat/template.ts';
 
@@ -93,6 +93,12 @@ export function toErrorReply(err: unknown): { status: number; body: ErrorBody } 
   const status = typeof fe.statusCode === 'number' && fe.statusCode >= 400 && fe.statusCode < 500 ? fe.statusCode : 500;
   const message = status === 500 ? `Internal server error: ${(err as Error)?.message ?? String(err)}` : String(fe.message);
   return { status, body: errorBody(status, message) };
+}
+
+/** For Fastify's `frameworkErrors` option: errors raised before routing (a URL that does not decode), which bypass setErrorHandler. */
+export function frameworkErrorHandler(error: FastifyError, _request: FastifyRequest, reply: FastifyReply): void {
+  const { status, body } = toErrorReply(error);
+  void reply.code(status).send(body);
 }
 
 export function installErrorHandlers(app: FastifyInstance): void {

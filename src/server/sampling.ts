@@ -8,9 +8,19 @@ export interface SamplingDefaults {
   temperature: number;
   topP: number;
   topK: number;
+  /** generation_config.json's min_p and repetition_penalty (vLLM reads these too). */
+  minP: number;
+  repetitionPenalty: number;
 }
 
-export const OPENAI_DEFAULTS: SamplingDefaults = { temperature: 1, topP: 1, topK: 0 };
+export const OPENAI_DEFAULTS: SamplingDefaults = { temperature: 1, topP: 1, topK: 0, minP: 0, repetitionPenalty: 1 };
+
+/** vLLM: temperatures below this are greedy. */
+const GREEDY_EPS = 1e-5;
+/** vLLM: other temperatures are raised to at least this (smaller ones overflow the softmax). */
+const MIN_TEMPERATURE = 0.01;
+/** OpenAI's range for logit_bias values. */
+const MAX_LOGIT_BIAS = 100;
 
 export interface Limits {
   maxModelLen: number;
@@ -20,15 +30,30 @@ export interface Limits {
   defaults: SamplingDefaults;
 }
 
-/** Refuses, by name, fields that would change the output but are not implemented. */
-export function refuseUnsupported(body: CommonBody): void {
-  const nonZero = (v: number | null | undefined) => v !== undefined && v !== null && v !== 0;
-  if (nonZero(body.presence_penalty)) throw badRequest("'presence_penalty' is not supported", 'presence_penalty');
-  if (nonZero(body.frequency_penalty)) throw badRequest("'frequency_penalty' is not supported", 'frequency_penalty');
-  if (body.repetition_penalty !== undefined && body.repetition_penalty !== null && body.repetition_penalty !== 1) {
-    throw badRequest("'repetition_penalty' is not supported", 'repetition_penalty');
+/**
+ * OpenAI's logit_bias (token id strings → -100..100) as the engine takes it; a 400 naming
+ * logit_bias for a key that is not a token id or a value that is not a number in range.
+ */
+export function parseLogitBias(bias: Record<string, unknown> | null | undefined, vocabSize: number): Record<number, number> | undefined {
+  if (bias === undefined || bias === null) return undefined;
+  const out: Record<number, number> = {};
+  let any = false;
+  for (const [key, value] of Object.entries(bias)) {
+    const trimmed = key.trim();
+    const id = Number(trimmed);
+    if (!/^\d+$/.test(trimmed) || id >= vocabSize) {
+      throw badRequest(`logit_bias: '${key.slice(0, 40)}' is not a token id in [0, ${vocabSize})`, 'logit_bias');
+    }
+    if (typeof value !== 'number' || !(value >= -MAX_LOGIT_BIAS && value <= MAX_LOGIT_BIAS)) {
+      throw badRequest(
+        `logit_bias['${trimmed}'] must be a number between -${MAX_LOGIT_BIAS} and ${MAX_LOGIT_BIAS}, got ${JSON.stringify(value)?.slice(0, 40)}`,
+        'logit_bias',
+      );
+    }
+    out[id] = value;
+    any = true;
   }
-  if (body.logit_bias && Object.keys(body.logit_bias).length > 0) throw badRequest("'logit_bias' is not supported", 'logit_bias');
+  return any ? out : undefined;
 }
 
 export function stopStrings(body: CommonBody): string[] {
@@ -93,16 +118,43 @@ export function samplingParams(body: CommonBody, limits: Limits, o: ParamsOverri
     if (id < 0 || id >= limits.vocabSize) throw badRequest(`stop_token_ids: ${id} is not a token id`, 'stop_token_ids');
   }
   if (!ignoreEos) for (const id of limits.eosTokenIds) stopIds.add(id);
-  const topK = body.top_k ?? limits.defaults.topK;
-  return {
+  const { defaults } = limits;
+  let temperature = body.temperature ?? defaults.temperature;
+  if (temperature < GREEDY_EPS) temperature = 0;
+  else if (temperature < MIN_TEMPERATURE) temperature = MIN_TEMPERATURE;
+  // -1 and 0 both mean no limit (vLLM); so does a limit of the whole vocabulary or more.
+  const topK = body.top_k ?? defaults.topK;
+  const minTokens = body.min_tokens ?? 0;
+  if (minTokens > o.maxTokens) {
+    throw badRequest(`min_tokens (${minTokens}) must be at most the number of tokens to generate (${o.maxTokens})`, 'min_tokens');
+  }
+  const params: SamplingParams = {
     maxTokens: o.maxTokens,
-    temperature: body.temperature ?? limits.defaults.temperature,
-    topP: body.top_p ?? limits.defaults.topP,
-    topK: topK < 0 ? 0 : topK,
-    seed: body.seed === undefined || body.seed === null ? undefined : body.seed + o.seedOffset,
+    temperature,
+    // A top_p that float32 rounds to 0 would read as "off" natively; the smallest one keeps just the best token.
+    topP: Math.max(body.top_p ?? defaults.topP, 1e-9),
+    topK: topK <= 0 || topK >= limits.vocabSize ? 0 : topK,
+    seed: seedFor(body.seed, o.seedOffset),
     stopTokenIds: [...stopIds],
     ignoreEos,
     logprobs: o.logprobs,
     promptLogprobs: o.promptLogprobs,
   };
+  // Neutral values stay out of the params: the engine's batches then carry no processing for them.
+  const minP = body.min_p ?? defaults.minP;
+  if (minP > 0) params.minP = minP;
+  if (body.presence_penalty) params.presencePenalty = body.presence_penalty;
+  if (body.frequency_penalty) params.frequencyPenalty = body.frequency_penalty;
+  const repetition = body.repetition_penalty ?? defaults.repetitionPenalty;
+  if (repetition !== 1) params.repetitionPenalty = repetition;
+  const bias = parseLogitBias(body.logit_bias, limits.vocabSize);
+  if (bias) params.logitBias = bias;
+  if (minTokens > 0) params.minTokens = minTokens;
+  return params;
+}
+
+/** Choice i of a seeded request uses seed + i (as vLLM's n > 1 children), kept within the safe integers. */
+function seedFor(seed: number | null | undefined, offset: number): number | undefined {
+  if (seed === undefined || seed === null) return undefined;
+  return Number.isSafeInteger(seed + offset) ? seed + offset : seed - offset;
 }

@@ -29,11 +29,19 @@ const common = {
   skip_special_tokens: nullable('boolean'),
   include_stop_str_in_output: nullable('boolean'),
   return_tokens_as_token_ids: nullable('boolean'),
-  presence_penalty: nullable('number'),
-  frequency_penalty: nullable('number'),
-  repetition_penalty: nullable('number'),
+  // Ranges as vLLM checks them; logit_bias keys and values are checked in sampling.ts (clearer messages).
+  presence_penalty: nullable('number', { minimum: -2, maximum: 2 }),
+  frequency_penalty: nullable('number', { minimum: -2, maximum: 2 }),
+  repetition_penalty: nullable('number', { exclusiveMinimum: 0 }),
+  min_p: nullable('number', { minimum: 0, maximum: 1 }),
+  min_tokens: nullable('integer', { minimum: 0 }),
   logit_bias: nullable('object'),
   user: nullable('string'),
+};
+
+/** Checked in detail by src/guided/request-spec.ts (json_schema's schema is checked when compiled). */
+const responseFormat = {
+  anyOf: [{ type: 'object', required: ['type'], properties: { type: { type: 'string' }, json_schema: { type: 'object' } } }, { type: 'null' }],
 };
 
 export const completionBodySchema = {
@@ -54,6 +62,7 @@ export const completionBodySchema = {
     echo: nullable('boolean'),
     best_of: nullable('integer', { minimum: 1 }),
     suffix: nullable('string'),
+    response_format: responseFormat,
   },
 } as const;
 
@@ -91,13 +100,18 @@ export const chatBodySchema = {
     tools: { anyOf: [{ type: 'array', items: { type: 'object' } }, { type: 'null' }] },
     tool_choice: { anyOf: [{ type: 'string' }, { type: 'object' }, { type: 'null' }] },
     parallel_tool_calls: nullable('boolean'),
-    response_format: { anyOf: [{ type: 'object', required: ['type'], properties: { type: { type: 'string' } } }, { type: 'null' }] },
+    response_format: responseFormat,
     chat_template_kwargs: nullable('object'),
     add_generation_prompt: nullable('boolean'),
   },
 } as const;
 
 // Request body types as the handlers read them (after validation).
+export interface ResponseFormatBody {
+  type: string;
+  json_schema?: { name?: string; schema?: unknown; strict?: boolean | null; [key: string]: unknown };
+}
+
 export interface CommonBody {
   model?: string | null;
   temperature?: number | null;
@@ -117,6 +131,8 @@ export interface CommonBody {
   frequency_penalty?: number | null;
   repetition_penalty?: number | null;
   logit_bias?: Record<string, unknown> | null;
+  min_p?: number | null;
+  min_tokens?: number | null;
   user?: string | null;
 }
 
@@ -127,6 +143,7 @@ export interface CompletionBody extends CommonBody {
   echo?: boolean | null;
   best_of?: number | null;
   suffix?: string | null;
+  response_format?: ResponseFormatBody | null;
 }
 
 export interface ChatMessageBody {
@@ -144,7 +161,7 @@ export interface ChatBody extends CommonBody {
   tools?: Record<string, unknown>[] | null;
   tool_choice?: string | Record<string, unknown> | null;
   parallel_tool_calls?: boolean | null;
-  response_format?: { type: string } | null;
+  response_format?: ResponseFormatBody | null;
   chat_template_kwargs?: Record<string, unknown> | null;
   add_generation_prompt?: boolean | null;
 }

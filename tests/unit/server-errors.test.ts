@@ -63,7 +63,7 @@ describe('validation', () => {
     expectError(await post('/v1/completions', { prompt: 'x', top_p: 0 }), 400, 'top_p', /> 0/);
     expectError(await post('/v1/completions', { prompt: 'x', stop: 7 }), 400, 'stop', /a string or an array of strings/);
     expectError(await post('/v1/completions', { prompt: 'x', n: 0 }), 400, 'n', />= 1/);
-    expectError(await post('/v1/completions', { prompt: 'x', frequency_penalty: 0.5 }), 400, 'frequency_penalty', /not supported/);
+    expectError(await post('/v1/completions', { prompt: 'x', frequency_penalty: 2.5 }), 400, 'frequency_penalty', /must be <= 2/);
     expectError(await post('/v1/completions', { prompt: [1, -3] }), 400, 'prompt', /Token id -3 .*out of vocabulary/);
     expectError(await post('/v1/completions', { prompt: [1, 999999] }), 400, 'prompt', /Token id 999999/);
     expectError(await post('/v1/completions', { prompt: '' }), 400, 'prompt', /empty/);

@@ -90,7 +90,10 @@ export class ScriptedEngine implements Engine {
   }
 
   stats(): EngineStats {
-    return { running: 0, waiting: 0, kvBlocksTotal: 0, kvBlocksUsed: 0 };
+    return {
+      running: 0, waiting: 0, kvBlocksTotal: 0, kvBlocksUsed: 0, kvBlocksCached: 0, numPreemptions: 0,
+      prefixCacheQueries: 0, prefixCacheHits: 0, promptTokens: 0, generationTokens: 0,
+    };
   }
 
   async close(): Promise<void> {}

