@@ -7,6 +7,7 @@
 #include <string>
 
 #include "core/sampler.h"
+#include "core/step-profile.h"
 
 namespace moe {
 namespace {
@@ -129,27 +130,36 @@ StepOutput Model::step(const StepInput& in) {
   float* v = be.scratch(kV, static_cast<size_t>(T) * cfg_.kv_dim());
   float* attn = be.scratch(kAttn, static_cast<size_t>(T) * cfg_.q_dim());
   float* tmp = be.scratch(kTmp, static_cast<size_t>(T) * H);
+  StepProfile prof;
   be.embed(w_.embed, in.tokens.data(), T, x);
   for (int l = 0; l < cfg_.layers; l++) {
     const LayerWeights& L = w_.layers[l];
+    prof.start();
     be.rmsnorm(x, L.input_norm.data(), T, H, cfg_.rms_eps, h);
     be.matmul(h, T, L.q, q);
     be.matmul(h, T, L.k, k);
     be.matmul(h, T, L.v, v);
     be.qk_norm_rope(q, k, T, L.q_norm.data(), L.k_norm.data(), cfg_, in.positions.data());
+    prof.lap(StepProfile::kQkv);
     be.attention(l, q, k, v, T, cfg_, meta, attn);
+    prof.lap(StepProfile::kAttention);
     be.matmul(attn, T, L.o, tmp);
     be.add(x, tmp, static_cast<size_t>(T) * H);
     be.rmsnorm(x, L.post_attn_norm.data(), T, H, cfg_.rms_eps, h);
+    prof.lap(StepProfile::kOutput);
     if (L.moe) {
       be.moe(h, T, L, cfg_, tmp);
     } else {
       be.mlp(h, T, L.dense, tmp);
     }
     be.add(x, tmp, static_cast<size_t>(T) * H);
+    prof.lap(StepProfile::kFfn);
   }
   StepOutput out;
+  prof.start();
   logits_and_sample(in, x, out);
+  prof.lap(StepProfile::kLogits);
+  prof.report(T, in.num_seqs());
   return out;
 }
 

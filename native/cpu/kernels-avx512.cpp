@@ -110,6 +110,40 @@ inline void dot4x2(const float* const* w, const float* x0, const float* x1, int6
   }
 }
 
+// Four f32 rows against four x rows: 16 accumulators; each 16-float step does 8 loads for 16 FMAs, so the
+// FMA units, not the load ports, set the pace.
+inline void dot4x4(const float* const* w, const float* const* x, int64_t n, float* o, int64_t ldo) {
+  __m512 a[4][4];
+  for (int i = 0; i < 4; i++)
+    for (int j = 0; j < 4; j++) a[i][j] = _mm512_setzero_ps();
+  int64_t k = 0;
+  for (; k + 16 <= n; k += 16) {
+    const __m512 x0 = _mm512_loadu_ps(x[0] + k), x1 = _mm512_loadu_ps(x[1] + k), x2 = _mm512_loadu_ps(x[2] + k),
+                 x3 = _mm512_loadu_ps(x[3] + k);
+    for (int j = 0; j < 4; j++) {
+      const __m512 wv = _mm512_loadu_ps(w[j] + k);
+      a[0][j] = _mm512_fmadd_ps(wv, x0, a[0][j]);
+      a[1][j] = _mm512_fmadd_ps(wv, x1, a[1][j]);
+      a[2][j] = _mm512_fmadd_ps(wv, x2, a[2][j]);
+      a[3][j] = _mm512_fmadd_ps(wv, x3, a[3][j]);
+    }
+  }
+  if (k < n) {
+    const __mmask16 m = tail_mask(n - k);
+    const __m512 x0 = _mm512_maskz_loadu_ps(m, x[0] + k), x1 = _mm512_maskz_loadu_ps(m, x[1] + k),
+                 x2 = _mm512_maskz_loadu_ps(m, x[2] + k), x3 = _mm512_maskz_loadu_ps(m, x[3] + k);
+    for (int j = 0; j < 4; j++) {
+      const __m512 wv = _mm512_maskz_loadu_ps(m, w[j] + k);
+      a[0][j] = _mm512_fmadd_ps(wv, x0, a[0][j]);
+      a[1][j] = _mm512_fmadd_ps(wv, x1, a[1][j]);
+      a[2][j] = _mm512_fmadd_ps(wv, x2, a[2][j]);
+      a[3][j] = _mm512_fmadd_ps(wv, x3, a[3][j]);
+    }
+  }
+  for (int i = 0; i < 4; i++)
+    for (int j = 0; j < 4; j++) o[i * ldo + j] = _mm512_reduce_add_ps(a[i][j]);
+}
+
 // Tokens are taken in tiles so a tile of x stays in L2 while every row quad of the chunk passes over it.
 constexpr int64_t kTokenTile = 32;
 
@@ -131,6 +165,10 @@ void matmul_rows(const Matrix& w, int64_t r0, int64_t r1, const float* x, int64_
       }
       float res[8];
       int64_t t = t0;
+      for (; t + 4 <= t1; t += 4) {
+        const float* xs[4] = {x + t * K, x + (t + 1) * K, x + (t + 2) * K, x + (t + 3) * K};
+        dot4x4(rows, xs, K, out + t * ldo + (r - r0), ldo);
+      }
       for (; t + 2 <= t1; t += 2) {
         dot4x2(rows, x + t * K, x + (t + 1) * K, K, res, res + 4);
         for (int j = 0; j < 4; j++) {
@@ -194,10 +232,56 @@ float exp_sum512(const float* x, int64_t n, float shift, float scale, float* out
   return _mm512_reduce_add_ps(acc);
 }
 
+void attn_scores512(const float* q, int group, int hd, const float* k, int64_t stride, int64_t n, float scale,
+                    float* scores, int64_t ld) {
+  for (int64_t j = 0; j < n; j++) {
+    const float* kj = k + j * stride;
+    for (int g = 0; g < group; g++) {
+      const float* qg = q + g * hd;
+      __m512 a = _mm512_setzero_ps(), b = a;
+      int i = 0;
+      for (; i + 32 <= hd; i += 32) {
+        a = _mm512_fmadd_ps(_mm512_loadu_ps(qg + i), _mm512_loadu_ps(kj + i), a);
+        b = _mm512_fmadd_ps(_mm512_loadu_ps(qg + i + 16), _mm512_loadu_ps(kj + i + 16), b);
+      }
+      for (; i < hd; i += 16) {
+        const __mmask16 m = hd - i >= 16 ? static_cast<__mmask16>(0xffff) : tail_mask(hd - i);
+        a = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, qg + i), _mm512_maskz_loadu_ps(m, kj + i), a);
+      }
+      scores[g * ld + j] = _mm512_reduce_add_ps(_mm512_add_ps(a, b)) * scale;
+    }
+  }
+}
+
+void attn_values512(const float* p, int group, int64_t ld, const float* v, int64_t stride, int64_t n, int hd,
+                    float* out) {
+  for (int g = 0; g < group; g++) {
+    const float* pg = p + g * ld;
+    float* og = out + g * hd;
+    for (int i = 0; i < hd; i += 64) {  // 4 accumulators of 16 per pass over the slots
+      const int w = hd - i < 64 ? hd - i : 64;
+      __mmask16 m[4];
+      __m512 acc[4];
+      for (int c = 0; c < 4; c++) {
+        const int left = w - 16 * c;
+        m[c] = left >= 16 ? static_cast<__mmask16>(0xffff) : left > 0 ? tail_mask(left) : static_cast<__mmask16>(0);
+        acc[c] = _mm512_maskz_loadu_ps(m[c], og + i + 16 * c);
+      }
+      for (int64_t j = 0; j < n; j++) {
+        const __m512 pj = _mm512_set1_ps(pg[j]);
+        const float* vj = v + j * stride + i;
+        for (int c = 0; c < 4; c++) acc[c] = _mm512_fmadd_ps(pj, _mm512_maskz_loadu_ps(m[c], vj + 16 * c), acc[c]);
+      }
+      for (int c = 0; c < 4; c++) _mm512_mask_storeu_ps(og + i + 16 * c, m[c], acc[c]);
+    }
+  }
+}
+
 }  // namespace
 
 const KernelSet& kernels_avx512() {
-  static const KernelSet k{"avx512", matmul_rows, dot, axpy, to_f32, max512, exp_sum512};
+  static const KernelSet k{"avx512", matmul_rows, dot, axpy, to_f32, max512, exp_sum512, attn_scores512,
+                           attn_values512};
   return k;
 }
 

@@ -65,8 +65,21 @@ float exp_sum_scalar(const float* x, int64_t n, float shift, float scale, float*
   return static_cast<float>(s);
 }
 
+void attn_scores_scalar(const float* q, int group, int hd, const float* k, int64_t stride, int64_t n, float scale,
+                        float* scores, int64_t ld) {
+  for (int64_t j = 0; j < n; j++)
+    for (int g = 0; g < group; g++) scores[g * ld + j] = dot(q + g * hd, k + j * stride, hd) * scale;
+}
+
+void attn_values_scalar(const float* p, int group, int64_t ld, const float* v, int64_t stride, int64_t n, int hd,
+                        float* out) {
+  for (int g = 0; g < group; g++)
+    for (int64_t j = 0; j < n; j++) axpy(p[g * ld + j], v + j * stride, out + g * hd, hd);
+}
+
 const KernelSet& kernels_scalar() {
-  static const KernelSet k{"scalar", matmul_rows, dot, axpy, to_f32, max_scalar, exp_sum_scalar};
+  static const KernelSet k{"scalar", matmul_rows, dot, axpy, to_f32, max_scalar, exp_sum_scalar,
+                           attn_scores_scalar, attn_values_scalar};
   return k;
 }
 

@@ -22,12 +22,23 @@ struct KernelSet {
   float (*max)(const float* x, int64_t n);
   // Σ exp((x[i] - shift) * scale), also stored to out[i] when out is not null; -inf inputs give exactly 0.
   float (*exp_sum)(const float* x, int64_t n, float shift, float scale, float* out);
+  // Attention over n consecutive KV slots (rows `stride` floats apart) for a group of query heads sharing them:
+  // scores[g * ld + j] = scale · dot(q + g·hd, k + j·stride)
+  void (*attn_scores)(const float* q, int group, int hd, const float* k, int64_t stride, int64_t n, float scale,
+                      float* scores, int64_t ld);
+  // out[g·hd + i] += Σ_j p[g * ld + j] · v[j·stride + i]
+  void (*attn_values)(const float* p, int group, int64_t ld, const float* v, int64_t stride, int64_t n, int hd,
+                      float* out);
 };
 
 const KernelSet& kernels_scalar();
 // The portable reductions, shared by the sets that have no faster ones.
 float max_scalar(const float* x, int64_t n);
 float exp_sum_scalar(const float* x, int64_t n, float shift, float scale, float* out);
+void attn_scores_scalar(const float* q, int group, int hd, const float* k, int64_t stride, int64_t n, float scale,
+                        float* scores, int64_t ld);
+void attn_values_scalar(const float* p, int group, int64_t ld, const float* v, int64_t stride, int64_t n, int hd,
+                        float* out);
 const KernelSet& kernels_avx2();
 const KernelSet& kernels_avx512();
 
