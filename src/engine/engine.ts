@@ -266,14 +266,19 @@ class LlmEngine implements LlmEngineHandle {
     }
   }
 
-  private finish(seq: Sequence, reason: FinishReason, stopToken?: number): void {
-    if (seq.finished) return;
+  /** Takes a sequence out of the engine for good: scheduler, KV blocks, guide. */
+  private retire(seq: Sequence): void {
     seq.finished = true;
     this.scheduler.remove(seq);
     this.live.delete(seq);
     seq.cleanup();
     seq.guide?.dispose();
     seq.guide = null;
+  }
+
+  private finish(seq: Sequence, reason: FinishReason, stopToken?: number): void {
+    if (seq.finished) return;
+    this.retire(seq);
     seq.events.push({
       type: 'finish',
       reason,
@@ -288,12 +293,7 @@ class LlmEngine implements LlmEngineHandle {
     const message = error instanceof Error ? error.message : String(error);
     for (const seq of seqs) {
       if (seq.finished) continue;
-      seq.finished = true;
-      this.scheduler.remove(seq);
-      this.live.delete(seq);
-      seq.cleanup();
-      seq.guide?.dispose();
-      seq.guide = null;
+      this.retire(seq);
       seq.events.fail(new Error(`generation failed: ${message}`, { cause: error }));
     }
   }

@@ -4,6 +4,7 @@ import fs from 'node:fs';
 import { IncrementalDetokenizer } from '../../src/chat/detokenizer.ts';
 import { createTokenizer, type TextTokenizer } from '../../src/chat/tokenizer.ts';
 import { qwen3TokenizerFile } from '../../src/model/tokenizer-files.ts';
+import { byteChars } from './byte-level.ts';
 
 let tokenizer: TextTokenizer | undefined;
 let vocab: Record<string, number> | undefined;
@@ -15,25 +16,6 @@ export function qwen3Tokenizer(): TextTokenizer {
     tokenizer = createTokenizer(json, JSON.parse(fs.readFileSync(qwen3TokenizerFile('tokenizer_config.json'), 'utf8')));
   }
   return tokenizer;
-}
-
-/** GPT-2's byte → printable character map of byte-level BPE vocabularies. */
-function byteChars(): string[] {
-  const bs: number[] = [];
-  for (let b = 0x21; b <= 0x7e; b++) bs.push(b);
-  for (let b = 0xa1; b <= 0xac; b++) bs.push(b);
-  for (let b = 0xae; b <= 0xff; b++) bs.push(b);
-  const cs = [...bs];
-  let n = 0;
-  for (let b = 0; b < 256; b++) {
-    if (!bs.includes(b)) {
-      bs.push(b);
-      cs.push(256 + n++);
-    }
-  }
-  const map: string[] = [];
-  bs.forEach((b, i) => (map[b] = String.fromCharCode(cs[i])));
-  return map;
 }
 
 /** Token ids spelling `text` one UTF-8 byte per token (the real vocabulary's single-byte tokens). */

@@ -5,6 +5,7 @@ import { createRequire } from 'node:module';
 import type { TokenGuide } from '../../src/engine/types.ts';
 import { GuidedDecoding } from '../../src/guided/guided-decoding.ts';
 import { Xoshiro128 } from '../../src/engine/rng.ts';
+import { byteChars } from '../helpers/byte-level.ts';
 
 export const VOCAB_SIZE = 151936;
 export const EOS = [151643, 151645];
@@ -16,21 +17,9 @@ export const tokenizerJson = JSON.parse(fs.readFileSync(TOKENIZER_JSON, 'utf8'))
   added_tokens: { id: number; content: string; special: boolean }[];
 };
 
-/** GPT-2's byte ↔ printable-character table (byte-level BPE). */
+/** Printable character → byte, the inverse of byte-level BPE's table. */
 function byteDecoder(): Map<string, number> {
-  const bs: number[] = [];
-  for (let b = 33; b <= 126; b++) bs.push(b);
-  for (let b = 161; b <= 172; b++) bs.push(b);
-  for (let b = 174; b <= 255; b++) bs.push(b);
-  const cs = [...bs];
-  let n = 0;
-  for (let b = 0; b < 256; b++) {
-    if (!bs.includes(b)) {
-      bs.push(b);
-      cs.push(256 + n++);
-    }
-  }
-  return new Map(bs.map((b, i) => [String.fromCodePoint(cs[i]), b]));
+  return new Map(byteChars().map((c, b) => [c, b]));
 }
 
 /** Every token's bytes by id (special tokens: null, never text). */
