@@ -35,7 +35,7 @@ const OPTS: MakeModelOptions = {
   layers: 2, hidden: 64, heads: 4, kvHeads: 2, headDim: 16, experts: 8, topK: 2, moeIntermediate: 32,
   dtype: 'bf16', seed: 32, maxPositionEmbeddings: 40960,
 };
-// On 2 shared cores: ~100 s for our prefill and ~80 s for llama.cpp's (see bench/README.md).
+// On 2 cores: ~40 s for our prefill and ~75 s for llama.cpp's, ~2.5 min for the file (see bench/README.md).
 const SLOW_TEST_MS = 20 * 60_000;
 
 /** Multiplies every q_norm/k_norm weight in place (a power of two, so bf16 stays exact). */
