@@ -1,0 +1,95 @@
+// The machine a benchmark ran on, and how busy other processes kept it while it ran.
+import fs from 'node:fs';
+import os from 'node:os';
+import { collectInfo } from '../../src/cli/info-cmd.ts';
+
+export interface MachineInfo {
+  cpuModel: string;
+  cores: number;
+  memGiB: number;
+  node: string;
+  kernel: string;
+  /** From `moeserve info`: the CPU backend's SIMD level and kernel set. */
+  moeserveSimd: string;
+  moeserveKernels: string;
+  moeserveVersion: string;
+}
+
+export function machineInfo(): MachineInfo {
+  let cpuModel = os.cpus()[0]?.model ?? 'unknown';
+  try {
+    const m = /^model name\s*:\s*(.+)$/m.exec(fs.readFileSync('/proc/cpuinfo', 'utf8'));
+    if (m) cpuModel = m[1]!.trim();
+  } catch {
+    // not Linux: os.cpus() it is
+  }
+  const info = collectInfo();
+  const cpu = info.backends.find((b) => b.name === 'cpu');
+  return {
+    cpuModel,
+    cores: os.availableParallelism(),
+    memGiB: Math.round((os.totalmem() / 2 ** 30) * 10) / 10,
+    node: process.version,
+    kernel: `${os.type()} ${os.release()}`,
+    moeserveSimd: cpu?.simd ?? 'unknown',
+    moeserveKernels: cpu?.kernels ?? 'unknown',
+    moeserveVersion: info.version,
+  };
+}
+
+export function loadAverage(): [number, number, number] {
+  return os.loadavg().map((x) => Math.round(x * 100) / 100) as [number, number, number];
+}
+
+/** Busy CPU time of the whole machine (all cores), ms, from /proc/stat; NaN where unavailable. */
+function machineBusyMs(): number {
+  try {
+    const line = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0]!;
+    const v = line.trim().split(/\s+/).slice(1).map(Number);
+    // user nice system idle iowait irq softirq steal (guest time is already inside user)
+    const busy = v[0]! + v[1]! + v[2]! + v[5]! + v[6]! + v[7]!;
+    return busy * 10; // USER_HZ = 100
+  } catch {
+    return NaN;
+  }
+}
+
+/** CPU time (ms) of a process and its threads from /proc/PID/stat; NaN when it is gone. */
+export function processCpuMs(pid: number): number {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) * 10;
+  } catch {
+    return NaN;
+  }
+}
+
+/**
+ * Measures how many cores' worth of CPU other processes used during an interval: the machine's busy
+ * time minus that of `ours` (the benchmark and its server), divided by the wall time.
+ */
+export class ContentionMeter {
+  private t0 = 0;
+  private busy0 = 0;
+  private ours0 = 0;
+
+  constructor(private readonly ours: () => number[]) {}
+
+  start(): void {
+    this.t0 = performance.now();
+    this.busy0 = machineBusyMs();
+    this.ours0 = this.oursMs();
+  }
+
+  /** Cores used by other processes since start() (0 = a quiet machine). */
+  stop(): number {
+    const wall = performance.now() - this.t0;
+    const foreign = machineBusyMs() - this.busy0 - (this.oursMs() - this.ours0);
+    return wall > 0 ? Math.max(0, foreign / wall) : NaN;
+  }
+
+  private oursMs(): number {
+    return this.ours().reduce((sum, pid) => sum + (processCpuMs(pid) || 0), 0);
+  }
+}
