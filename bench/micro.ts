@@ -23,6 +23,8 @@ import { buildBatch } from '../tests/helpers/native-steps.ts';
 import { describeBandwidth, measureMachineBandwidth } from './peer/bandwidth.ts';
 import { loadAverage, machineInfo } from './peer/machine.ts';
 import { BLOCK, figures, KV_BLOCKS, microCases, type Figure, type Phases, type Shape } from './peer/micro-cases.ts';
+import { updateResultsFile } from './peer/results-file.ts';
+import { microMarkdown, type MicroReport } from './peer/results-md.ts';
 import { ensureSlice } from './peer/slice-model.ts';
 import { median } from './peer/workload.ts';
 
@@ -123,8 +125,11 @@ async function main(threads: number): Promise<void> {
   fs.mkdirSync(outDir, { recursive: true });
   const file = path.join(outDir, `micro-${date.replace(/[:.]/g, '-')}.json`);
   const perCase = Object.fromEntries([...byCase].map(([id, ph]) => [id, { phasesMs: ph, stepWallMs: wallByCase.get(id) }]));
-  fs.writeFileSync(file, JSON.stringify({ date, machine, threads, load: { before: loadBefore, after: loadAverage() }, bandwidth, shape, figures: figs, cases: perCase }, null, 2) + '\n');
-  console.log(`wrote ${path.relative(process.cwd(), file)}`);
+  const report: MicroReport = { date, machine, threads, load: { before: loadBefore, after: loadAverage() }, bandwidth, figures: figs };
+  fs.writeFileSync(file, JSON.stringify({ ...report, shape, cases: perCase }, null, 2) + '\n');
+  const resultsMd = path.join(BENCH_DIR, 'RESULTS.md');
+  updateResultsFile(resultsMd, 'micro', microMarkdown(report, path.relative(BENCH_DIR, file)));
+  console.log(`wrote ${path.relative(process.cwd(), file)} and ${path.relative(process.cwd(), resultsMd)}`);
 }
 
 const program = new Command('bench:micro')

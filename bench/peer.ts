@@ -39,6 +39,7 @@ interface Flags {
   decodeTokens: number;
   concurrentTokens: number;
   llamaFlashAttention: 'auto' | 'on' | 'off';
+  sequential: boolean;
 }
 
 interface Phase {
@@ -72,7 +73,7 @@ function phases(w: Workload): Phase[] {
   for (const n of w.concurrency) {
     list.push({
       spec: {
-        id: `c${n}`, label: `${n} streams`, unit: 'output tok/s (all)', target: n === 16 ? 2.0 : undefined,
+        id: `c${n}`, label: `${n} streams`, unit: 'output tok/s, all streams', target: n === 16 ? 2.0 : undefined,
         definition: `${n} streams at once, each a distinct ${w.shortPromptTokens}-token prompt + ${w.concurrentTokens} tokens: ${n} × ${w.concurrentTokens} output tokens ÷ the time from starting all to the end of the last (their prompts included).`,
       },
       run: async (e, run) => {
@@ -134,100 +135,112 @@ async function main(f: Flags): Promise<void> {
   const kvTokens = Math.max(4 * maxModelLen, 4 * Math.max(...workload.concurrency, 1) * (workload.shortPromptTokens + workload.concurrentTokens));
   const kvCacheGiB = Math.ceil(((kvTokens * kvBytesPerToken) / 2 ** 30) * 100) / 100;
 
-  console.log(`starting moeserve (${f.threads} threads, KV ${kvCacheGiB} GiB)`);
-  let t = performance.now();
-  const moe = await startMoeserve({ repoRoot: REPO_ROOT, modelDir: slice.dir, threads: f.threads, kvCacheGiB, maxModelLen });
-  console.log(`  serving after ${secs(performance.now() - t)}`);
-  let llama: Awaited<ReturnType<typeof startLlama>> | null = null;
-  try {
-    console.log(`loading llama.cpp (${f.threads} threads)`);
-    t = performance.now();
-    const flashAttention = f.llamaFlashAttention === 'auto' ? 'auto' : f.llamaFlashAttention === 'on';
-    const batchSize = Math.max(512, workload.prefillTokens);
-    llama = await startLlama({ gguf: slice.gguf, threads: f.threads, contextSize: maxModelLen, batchSize, flashAttention });
-    console.log(`  loaded after ${secs(performance.now() - t)}`);
-    const engines: Record<EngineKey, PeerEngine> = { moeserve: moe, llama };
-    const meter = new ContentionMeter(() => [process.pid, moe.pid]);
-
-    for (const key of ['moeserve', 'llama'] as const) {
-      t = performance.now();
-      await warmUp(engines[key], workload);
-      console.log(`warmed up ${engines[key].name} in ${secs(performance.now() - t)}`);
-    }
-
-    const list = phases(workload);
-    const samples = list.map(() => ({ moeserve: [] as Sample[], llama: [] as Sample[] }));
-    for (let run = 1; run <= f.runs; run++) {
-      for (let p = 0; p < list.length; p++) {
-        const order: EngineKey[] = (run + p) % 2 === 0 ? ['moeserve', 'llama'] : ['llama', 'moeserve'];
-        for (const key of order) {
-          const e = engines[key];
-          const cpu0 = e.cpuMs();
-          meter.start();
-          const s = await list[p]!.run(e, run);
-          const foreignCores = meter.stop();
-          const sample: Sample = { run, ...s, cpuMs: e.cpuMs() - cpu0, foreignCores };
-          samples[p]![key].push(sample);
-          const notes = s.notes ? ` ${JSON.stringify(s.notes)}` : '';
-          console.log(`run ${run}/${f.runs} ${list[p]!.spec.label.padEnd(16)} ${e.name.padEnd(9)} ${s.value.toFixed(1).padStart(8)} tok/s  ` +
-            `wall ${secs(s.wallMs)}, CPU ${secs(sample.cpuMs)}, others ${foreignCores.toFixed(2)} cores${notes}  [${secs(performance.now() - started)}]`);
+  const flashAttention = f.llamaFlashAttention === 'auto' ? 'auto' : f.llamaFlashAttention === 'on';
+  const batchSize = Math.max(512, workload.prefillTokens);
+  const start: Record<EngineKey, () => Promise<PeerEngine>> = {
+    moeserve: () => startMoeserve({ repoRoot: REPO_ROOT, modelDir: slice.dir, threads: f.threads, kvCacheGiB, maxModelLen }),
+    llama: () => startLlama({ gguf: slice.gguf, threads: f.threads, contextSize: maxModelLen, batchSize, flashAttention }),
+  };
+  // Alternating needs both engines' weights in the page cache at once; when they would not fit, each
+  // engine runs all its samples in turn instead (otherwise the figures would measure the disk).
+  const weightBytes = fs.statSync(path.join(slice.dir, 'model.safetensors')).size + fs.statSync(slice.gguf).size;
+  const sequential = f.sequential || weightBytes > 0.7 * os.totalmem();
+  if (sequential && !f.sequential) {
+    console.log(`both engines' weights (${(weightBytes / 2 ** 30).toFixed(1)} GiB) would not stay in memory together: running the engines one after the other`);
+  }
+  const list = phases(workload);
+  const samples = list.map(() => ({ moeserve: [] as Sample[], llama: [] as Sample[] }));
+  const described: Partial<Record<EngineKey, Record<string, unknown>>> = {};
+  const groups: EngineKey[][] = sequential ? [['moeserve'], ['llama']] : [['moeserve', 'llama']];
+  for (const keys of groups) {
+    const engines: Partial<Record<EngineKey, PeerEngine>> = {};
+    try {
+      for (const key of keys) {
+        console.log(`starting ${key} (${f.threads} threads${key === 'moeserve' ? `, KV ${kvCacheGiB} GiB` : ''})`);
+        const t = performance.now();
+        const e = await start[key]();
+        engines[key] = e;
+        described[key] = e.describe();
+        console.log(`  ready after ${secs(performance.now() - t)}`);
+      }
+      const meter = new ContentionMeter(() => [...new Set([process.pid, ...Object.values(engines).map((e) => e.pid)])]);
+      for (const key of keys) {
+        const t = performance.now();
+        await warmUp(engines[key]!, workload);
+        console.log(`warmed up ${key} in ${secs(performance.now() - t)}`);
+      }
+      for (let run = 1; run <= f.runs; run++) {
+        for (let p = 0; p < list.length; p++) {
+          const order = (run + p) % 2 === 0 ? keys : [...keys].reverse();
+          for (const key of order) {
+            const e = engines[key]!;
+            const cpu0 = e.cpuMs();
+            meter.start();
+            const s = await list[p]!.run(e, run);
+            const foreignCores = meter.stop();
+            const sample: Sample = { run, ...s, cpuMs: e.cpuMs() - cpu0, foreignCores };
+            samples[p]![key].push(sample);
+            const notes = s.notes ? ` ${JSON.stringify(s.notes)}` : '';
+            console.log(`run ${run}/${f.runs} ${list[p]!.spec.label.padEnd(16)} ${e.name.padEnd(9)} ${s.value.toFixed(1).padStart(8)} tok/s  ` +
+              `wall ${secs(s.wallMs)}, CPU ${secs(sample.cpuMs)}, others ${foreignCores.toFixed(2)} cores${notes}  [${secs(performance.now() - started)}]`);
+          }
         }
       }
+    } finally {
+      for (const e of Object.values(engines)) await e.close();
     }
-
-    const metrics = list.map((ph, i) => summarize(ph.spec, samples[i]!));
-    const decode = metrics.find((m) => m.id === 'decode')!;
-    const bw = (bytes: ReturnType<typeof decodeBytesPerToken>, tokensPerS: number): EngineBandwidth => {
-      const gbPerS = (bytes.total * tokensPerS) / 1e9;
-      return { bytesPerToken: bytes.total, breakdown: bytes, tokensPerS, gbPerS, fraction: gbPerS / bandwidth.gbPerS };
-    };
-    const decodeBandwidth = {
-      moeserve: bw(decodeBytesPerToken(shape, 2, 2), decode.moeserve),
-      llama: bw(decodeBytesPerToken(shape, 2, 4), decode.llama),
-    };
-    const allForeign = samples.flatMap((s) => [...s.moeserve, ...s.llama]).map((s) => s.foreignCores).filter(Number.isFinite);
-    const batching = metrics.filter((m) => m.id.startsWith('c')).map((m) => {
-      const calls = m.samples.llama.map((s) => Number(s.notes?.llamaDecodeCalls)).filter(Number.isFinite);
-      return `${m.label}: ${calls.join(', ')} llama_decode calls per run (ideal ${workload.concurrentTokens})`;
-    }).join('; ');
-    const report: PeerReport = {
-      date,
-      durationS: Math.round((performance.now() - started) / 1000),
-      command: process.argv.slice(2),
-      quick: f.quick,
-      machine,
-      threads: f.threads,
-      runs: f.runs,
-      model: { ...shape, dir: path.relative(REPO_ROOT, slice.dir), gguf: path.relative(REPO_ROOT, slice.gguf) },
-      workload,
-      load: { before: loadBefore, after: loadAverage(), foreignCoresMedian: median(allForeign), foreignCoresMax: Math.max(...allForeign) },
-      bandwidth,
-      moeserve: { args: `moeserve ${((moe.describe().args as string[]) ?? []).map((a) => (a.startsWith('/') ? path.relative(REPO_ROOT, a) : a)).join(' ')}`, describe: moe.describe() },
-      llama: {
-        version: llamaVersion(),
-        systemInfo: String(llama.describe().systemInfo ?? '').trim(),
-        singleContextSize: maxModelLen,
-        batchSize,
-        flashAttention,
-        batching,
-        describe: llama.describe(),
-      },
-      metrics,
-      decodeBandwidth,
-    };
-    console.log(`\n${textTable(metrics)}\n`);
-    const d = decodeBandwidth;
-    console.log(`decode bandwidth: moeserve ${(d.moeserve.bytesPerToken / 1e9).toFixed(3)} GB/token × ${d.moeserve.tokensPerS.toFixed(2)} tok/s = ` +
-      `${d.moeserve.gbPerS.toFixed(1)} GB/s = ${(d.moeserve.fraction * 100).toFixed(0)}% of ${bandwidth.gbPerS.toFixed(1)} GB/s measured; ` +
-      `llama.cpp ${d.llama.gbPerS.toFixed(1)} GB/s = ${(d.llama.fraction * 100).toFixed(0)}%`);
-    console.log(`llama.cpp batching: ${batching}`);
-    console.log(`other processes: ${report.load.foreignCoresMedian.toFixed(2)} cores median, load average ${report.load.after.join(' ')} at the end`);
-    const files = writeReport(BENCH_DIR, report);
-    for (const file of Object.values(files)) console.log(`wrote ${path.relative(process.cwd(), file)}`);
-  } finally {
-    await moe.close();
-    await llama?.close();
   }
+
+  const metrics = list.map((ph, i) => summarize(ph.spec, samples[i]!));
+  const decode = metrics.find((m) => m.id === 'decode')!;
+  const bw = (bytes: ReturnType<typeof decodeBytesPerToken>, tokensPerS: number): EngineBandwidth => {
+    const gbPerS = (bytes.total * tokensPerS) / 1e9;
+    return { bytesPerToken: bytes.total, breakdown: bytes, tokensPerS, gbPerS, fraction: gbPerS / bandwidth.gbPerS };
+  };
+  const decodeBandwidth = {
+    moeserve: bw(decodeBytesPerToken(shape, 2, 2), decode.moeserve),
+    llama: bw(decodeBytesPerToken(shape, 2, 4), decode.llama),
+  };
+  const allForeign = samples.flatMap((s) => [...s.moeserve, ...s.llama]).map((s) => s.foreignCores).filter(Number.isFinite);
+  const batching = `llama_decode calls per run, ideal ${workload.concurrentTokens}: ` + metrics.filter((m) => m.id.startsWith('c')).map((m) => {
+    const calls = m.samples.llama.map((s) => Number(s.notes?.llamaDecodeCalls)).filter(Number.isFinite);
+    return `${m.label} ${calls.join(' ')}`;
+  }).join('; ');
+  const report: PeerReport = {
+    date,
+    durationS: Math.round((performance.now() - started) / 1000),
+    command: process.argv.slice(2),
+    quick: f.quick,
+    machine,
+    threads: f.threads,
+    runs: f.runs,
+    order: sequential ? 'sequential' : 'alternating',
+    model: { ...shape, dir: path.relative(REPO_ROOT, slice.dir), gguf: path.relative(REPO_ROOT, slice.gguf) },
+    workload,
+    load: { before: loadBefore, after: loadAverage(), foreignCoresMedian: median(allForeign), foreignCoresMax: Math.max(...allForeign) },
+    bandwidth,
+    moeserve: { args: `moeserve ${((described.moeserve?.args as string[]) ?? []).map((a) => (a.startsWith('/') ? path.relative(REPO_ROOT, a) : a)).join(' ')}`, describe: described.moeserve ?? {} },
+    llama: {
+      version: llamaVersion(),
+      systemInfo: String(described.llama?.systemInfo ?? '').trim(),
+      singleContextSize: maxModelLen,
+      batchSize,
+      flashAttention,
+      batching,
+      describe: described.llama ?? {},
+    },
+    metrics,
+    decodeBandwidth,
+  };
+  console.log(`\n${textTable(metrics)}\n`);
+  const d = decodeBandwidth;
+  console.log(`decode bandwidth: moeserve ${(d.moeserve.bytesPerToken / 1e9).toFixed(3)} GB/token × ${d.moeserve.tokensPerS.toFixed(2)} tok/s = ` +
+    `${d.moeserve.gbPerS.toFixed(1)} GB/s = ${(d.moeserve.fraction * 100).toFixed(0)}% of ${bandwidth.gbPerS.toFixed(1)} GB/s measured; ` +
+    `llama.cpp ${d.llama.gbPerS.toFixed(1)} GB/s = ${(d.llama.fraction * 100).toFixed(0)}%`);
+  console.log(`llama.cpp batching: ${batching}`);
+  console.log(`other processes: ${report.load.foreignCoresMedian.toFixed(2)} cores median, load average ${report.load.after.join(' ')} at the end`);
+  const files = writeReport(BENCH_DIR, report);
+  for (const file of Object.values(files)) console.log(`wrote ${path.relative(process.cwd(), file)}`);
 }
 
 const program = new Command('bench:peer')
@@ -240,6 +253,7 @@ const program = new Command('bench:peer')
   .option('--prefill-tokens <n>', 'prefill prompt length', intArg(1), DEFAULT_WORKLOAD.prefillTokens)
   .option('--decode-tokens <n>', 'single-stream output tokens', intArg(2), DEFAULT_WORKLOAD.decodeTokens)
   .option('--concurrent-tokens <n>', 'output tokens per concurrent stream', intArg(1), DEFAULT_WORKLOAD.concurrentTokens)
+  .option('--sequential', 'run all samples of one engine, then the other (automatic when both weight files do not fit in memory together)', false)
   .option('--llama-flash-attention <mode>', "llama.cpp's flash attention: auto (node-llama-cpp's default), on, off", choiceArg(['auto', 'on', 'off'] as const), 'auto');
 
 program.parse(process.argv);

@@ -36,7 +36,7 @@ function once<T>(w: Worker): Promise<T> {
   });
 }
 
-export async function measureReadBandwidth(threads: number, bytesPerThread = 512 * 2 ** 20, passes = 4, trials = 3): Promise<BandwidthResult> {
+export async function measureReadBandwidth(threads: number, bytesPerThread = 512 * 2 ** 20, passes = 4, trials = 5): Promise<BandwidthResult> {
   const workers = Array.from({ length: threads }, () => new Worker(WORKER_SOURCE, { eval: true, workerData: { bytes: bytesPerThread } }));
   try {
     await Promise.all(workers.map((w) => once(w)));

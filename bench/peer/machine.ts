@@ -1,6 +1,9 @@
 // The machine a benchmark ran on, and how busy other processes kept it while it ran.
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { collectInfo } from '../../src/cli/info-cmd.ts';
 
 export interface MachineInfo {
@@ -13,6 +16,20 @@ export interface MachineInfo {
   moeserveSimd: string;
   moeserveKernels: string;
   moeserveVersion: string;
+  /** The git commit measured, and whether src/ or native/ had uncommitted changes. */
+  revision: string;
+}
+
+function revision(): string {
+  try {
+    const cwd = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+    const opts = { cwd, encoding: 'utf8' as const, stdio: ['ignore', 'pipe', 'ignore'] as ('ignore' | 'pipe')[] };
+    const head = execFileSync('git', ['rev-parse', '--short', 'HEAD'], opts).trim();
+    const dirty = execFileSync('git', ['status', '--porcelain', '--', 'src', 'native'], opts).trim() !== '';
+    return dirty ? `${head} + uncommitted changes in src/ or native/` : head;
+  } catch {
+    return 'unknown (not a git checkout)';
+  }
 }
 
 export function machineInfo(): MachineInfo {
@@ -34,6 +51,7 @@ export function machineInfo(): MachineInfo {
     moeserveSimd: cpu?.simd ?? 'unknown',
     moeserveKernels: cpu?.kernels ?? 'unknown',
     moeserveVersion: info.version,
+    revision: revision(),
   };
 }
 

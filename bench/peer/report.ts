@@ -6,7 +6,8 @@ import type { MachineBandwidth } from './bandwidth.ts';
 import { peerChartSvg } from './chart.ts';
 import type { DecodeBytes, DecodeShape } from './decode-bytes.ts';
 import type { MachineInfo } from './machine.ts';
-import { resultsMarkdown } from './results-md.ts';
+import { updateResultsFile } from './results-file.ts';
+import { peerMarkdown } from './results-md.ts';
 import type { MetricSummary } from './summary.ts';
 import type { Workload } from './workload.ts';
 
@@ -27,6 +28,8 @@ export interface PeerReport {
   machine: MachineInfo;
   threads: number;
   runs: number;
+  /** alternating: both engines loaded, samples interleaved; sequential: one engine's samples, then the other's. */
+  order: 'alternating' | 'sequential';
   model: DecodeShape & { dir: string; gguf: string };
   workload: Workload;
   load: { before: number[]; after: number[]; foreignCoresMedian: number; foreignCoresMax: number };
@@ -52,7 +55,7 @@ export interface WrittenFiles {
   resultsMd?: string;
 }
 
-/** Writes bench/results/peer-<timestamp>.{json,svg}; a full run also bench/results/peer-latest.svg and bench/RESULTS.md. */
+/** Writes bench/results/peer-<timestamp>.{json,svg}; a full run also bench/results/peer-latest.svg and its section of bench/RESULTS.md. */
 export function writeReport(benchDir: string, r: PeerReport): WrittenFiles {
   const outDir = path.join(benchDir, 'results');
   fs.mkdirSync(outDir, { recursive: true });
@@ -69,7 +72,7 @@ export function writeReport(benchDir: string, r: PeerReport): WrittenFiles {
     written.latestSvg = path.join(outDir, 'peer-latest.svg');
     fs.writeFileSync(written.latestSvg, chart);
     written.resultsMd = path.join(benchDir, 'RESULTS.md');
-    fs.writeFileSync(written.resultsMd, resultsMarkdown(r, path.relative(benchDir, json), path.relative(benchDir, written.latestSvg)));
+    updateResultsFile(written.resultsMd, 'peer', peerMarkdown(r, path.relative(benchDir, json), path.relative(benchDir, written.latestSvg)));
   }
   return written;
 }

@@ -1,60 +1,100 @@
-// bench/RESULTS.md: the latest full peer benchmark, with the machine it ran on and how to read it.
+// The bench/RESULTS.md sections: the latest full peer benchmark and the latest micro-benchmarks, with the
+// machine they ran on and what each figure means.
+import { describeBandwidth, type MachineBandwidth } from './bandwidth.ts';
+import type { Figure } from './micro-cases.ts';
+import type { MachineInfo } from './machine.ts';
 import type { PeerReport } from './report.ts';
-import { describeBandwidth } from './bandwidth.ts';
 import { markdownTable } from './summary.ts';
 
-const gb = (x: number) => (x / 1e9).toFixed(2);
+const gb = (x: number) => (x / 1e9).toFixed(3);
 const mb = (x: number) => (x / 1e6).toFixed(1);
 
-export function resultsMarkdown(r: PeerReport, jsonFile: string, svgFile: string): string {
-  const m = r.machine;
-  const w = r.workload;
-  const db = r.decodeBandwidth;
-  const l = r.load;
-  return `# Peer benchmark: moeserve vs llama.cpp
+function machineLine(m: MachineInfo): string {
+  return `${m.cpuModel}, ${m.cores} cores, ${m.memGiB} GiB, ${m.kernel}, Node ${m.node}; moeserve ${m.moeserveVersion} at ${m.revision}, SIMD \`${m.moeserveSimd}\` (kernels \`${m.moeserveKernels}\`)`;
+}
 
-The latest full run of \`npm run bench:peer\` (issue 5), rewritten by each full run (not by \`--quick\`).
-Raw samples: \`${jsonFile}\` (git-ignored; the JSON of each run is kept there), chart: [\`${svgFile}\`](${svgFile}).
+export function peerMarkdown(r: PeerReport, jsonFile: string, svgFile: string): string {
+  const w = r.workload;
+  const d = r.decodeBandwidth;
+  const b = d.moeserve.breakdown;
+  const l = r.load;
+  return `## moeserve vs llama.cpp
+
+The latest full run of \`npm run bench:peer\` (issue 5; \`--quick\` runs do not touch this file).
+Samples: \`${jsonFile}\` (git-ignored). Chart: \`${svgFile}\`.
 
 ![moeserve vs llama.cpp](${svgFile})
 
-- **Date**: ${r.date} (took ${(r.durationS / 60).toFixed(1)} min)
-- **Model**: the "slice" checkpoint, Tongyi DeepResearch 30B-A3B's real layer shapes with ${r.model.layers} layers: hidden ${r.model.hidden},
-  ${r.model.heads} query / ${r.model.kvHeads} KV heads × ${r.model.headDim}, ${r.model.experts} experts top-${r.model.topK}, moe_intermediate ${r.model.moeIntermediate},
-  vocab ${r.model.vocab}, random bf16 weights (\`bench/.cache/\`); llama.cpp reads the same weights as a BF16 GGUF (norms and router F32).
-- **Machine**: ${m.cpuModel}, ${m.cores} cores, ${m.memGiB} GiB, ${m.kernel}, Node ${m.node}; moeserve ${m.moeserveVersion} SIMD \`${m.moeserveSimd}\`
-  (kernels \`${m.moeserveKernels}\`); llama.cpp: node-llama-cpp ${r.llama.version} prebuilt CPU build (\`${r.llama.systemInfo}\`).
-- **Threads**: ${r.threads} on both sides. **Runs**: ${r.runs}, each figure the median; engines alternate (which goes first alternates too).
-- **Load**: load average ${l.before.join(' / ')} before, ${l.after.join(' / ')} after (1/5/15 min); other processes used
-  ${l.foreignCoresMedian.toFixed(2)} cores (median over samples, max ${l.foreignCoresMax.toFixed(2)}) while the samples ran.
-- **Memory read bandwidth**: **${describeBandwidth(r.bandwidth)}**: the reference for the decode bandwidth below (a lower
-  bound, measured from Node: glibc's memchr over buffers far larger than the last-level cache, in worker threads).
-
 ${markdownTable(r.metrics)}
 
-**Decode bandwidth** (one stream): ${gb(db.moeserve.bytesPerToken)} GB of weights per token for moeserve (attention ${gb(db.moeserve.breakdown.attention)},
-8 experts × ${r.model.layers} layers ${gb(db.moeserve.breakdown.experts)}, lm_head ${gb(db.moeserve.breakdown.lmHead)}, router + norms + embedding row
-${mb(db.moeserve.breakdown.router + db.moeserve.breakdown.norms + db.moeserve.breakdown.embeddingRow)} MB) × ${db.moeserve.tokensPerS.toFixed(2)} tok/s =
-**${db.moeserve.gbPerS.toFixed(1)} GB/s, ${(db.moeserve.fraction * 100).toFixed(0)}%** of the measured bandwidth; llama.cpp
-${gb(db.llama.bytesPerToken)} GB × ${db.llama.tokensPerS.toFixed(2)} tok/s = ${db.llama.gbPerS.toFixed(1)} GB/s, ${(db.llama.fraction * 100).toFixed(0)}%.
+Decode bandwidth (one stream): moeserve reads ${gb(d.moeserve.bytesPerToken)} GB of weights per token (attention projections ${gb(b.attention)},
+${r.model.topK} experts × ${r.model.layers} layers ${gb(b.experts)}, lm_head ${gb(b.lmHead)}, router + norms + embedding row ${mb(b.router + b.norms + b.embeddingRow)} MB);
+× ${d.moeserve.tokensPerS.toFixed(2)} tok/s = **${d.moeserve.gbPerS.toFixed(1)} GB/s, ${(d.moeserve.fraction * 100).toFixed(0)}% of the measured bandwidth**.
+llama.cpp: ${gb(d.llama.bytesPerToken)} GB (F32 norms and router) × ${d.llama.tokensPerS.toFixed(2)} tok/s = ${d.llama.gbPerS.toFixed(1)} GB/s, ${(d.llama.fraction * 100).toFixed(0)}%.
+(The KV cache read per token, under 1 MB at these contexts, is left out.)
 
-## What each figure is
+- Date: ${r.date}; the run took ${(r.durationS / 60).toFixed(1)} min; ${r.runs} runs, each figure their median.
+- Machine: ${machineLine(r.machine)}. llama.cpp: node-llama-cpp ${r.llama.version}, prebuilt CPU build (\`${r.llama.systemInfo}\`).
+- Memory read bandwidth: ${describeBandwidth(r.bandwidth)}.
+- Load: load average ${l.before.join(' / ')} before and ${l.after.join(' / ')} after (1/5/15 min); while the samples ran, other
+  processes used ${l.foreignCoresMedian.toFixed(2)} cores (median over samples; max ${l.foreignCoresMax.toFixed(2)}).
+- Model: the "slice" checkpoint, Tongyi DeepResearch 30B-A3B's real layer shapes with ${r.model.layers} layers (hidden ${r.model.hidden},
+  ${r.model.heads} query / ${r.model.kvHeads} KV heads × ${r.model.headDim}, ${r.model.experts} experts top-${r.model.topK}, moe_intermediate ${r.model.moeIntermediate}, vocab ${r.model.vocab}),
+  random bf16 weights, generated into \`bench/.cache/\`; llama.cpp reads the same weights as a BF16 GGUF (norms and router F32).
 
-${r.metrics.map((x) => `- **${x.label}**: ${x.definition}`).join('\n')}
-- **ratio**: moeserve ÷ llama.cpp of the medians. **ratio per CPU-s**: the same with output tokens per CPU-second of each
-  engine's process (all threads), which other processes disturb less than wall time (a thread that spins while it waits
-  still counts).
-- Prompts are random ordinary token ids (no tokenizer, no template on either side), distinct for every run and stream, so
-  prefix caching never applies. Sampling is greedy on both sides; every stream produces exactly its token count (EOS
-  ignored: \`ignore_eos\` for moeserve, \`yieldEogToken\` and a count for llama.cpp).
-- moeserve: \`moeserve serve\` in a child process (${r.moeserve.args}), measured through its HTTP API with streaming
-  \`/v1/completions\` and the \`openai\` client (the decode run asks \`logprobs: 0\` so that every token is its own chunk).
-- llama.cpp: in-process, one context of ${r.llama.singleContextSize} tokens (batch ${r.llama.batchSize}) for prefill and decode; for N streams a
-  context with N sequences, all generating at once (node-llama-cpp batches every sequence's next token into one
-  \`llama_decode\`: ${r.llama.batching}). Flash attention \`${String(r.llama.flashAttention)}\`, KV cache F16 (defaults).
-- Workload: prefill ${w.prefillTokens} tokens; decode ${w.decodeTokens} tokens after a ${w.shortPromptTokens}-token prompt; concurrency ${w.concurrency.join(' / ')} streams
-  of a ${w.shortPromptTokens}-token prompt + ${w.concurrentTokens} tokens each.
+### What each figure is
 
-Re-run: \`npm run bench:peer\` (\`-- --runs 5\`, \`-- --layers 8\`, \`-- --quick\`; \`-- --help\` for all options).
+${r.metrics.map((x) => `- **${x.label}** (${x.unit}): ${x.definition}`).join('\n')}
+- **ratio**: moeserve ÷ llama.cpp, of the medians. **ratio per CPU-s**: the same with output tokens per CPU-second of each
+  engine's process (all threads; moeserve's server process without the client), steadier than wall time when other
+  processes run (a thread spinning while it waits still counts). **runs**: every sample, in run order.
+- Both engines use ${r.threads} threads, ${r.order === 'sequential'
+    ? 'one after the other (all samples of moeserve, then all of llama.cpp: both models would not fit in memory together)'
+    : 'run alternately (which goes first alternates from figure to figure and run to run)'}, each after a warm-up that pages in every expert. Prompts are random ordinary token ids (no tokenizer or
+  template on either side), distinct for every run and stream, so no prefix cache applies. Sampling is greedy on both
+  sides and every stream produces exactly its token count (\`ignore_eos\` for moeserve; EOS yielded and counted for llama.cpp).
+- moeserve: \`${r.moeserve.args}\` in a child process, measured through its HTTP API: streaming \`/v1/completions\`
+  with the \`openai\` client (the decode run asks \`logprobs: 0\` so that every token arrives in its own chunk).
+- llama.cpp: in-process through node-llama-cpp: one context of ${r.llama.singleContextSize} tokens (batch ${r.llama.batchSize}) for prefill and decode;
+  for N streams a context of N sequences generating together, held in lockstep so that every step is one \`llama_decode\`
+  of all N (${r.llama.batching}). Flash attention \`${String(r.llama.flashAttention)}\`, F16 KV cache (node-llama-cpp's defaults).
+- Workload: prefill ${w.prefillTokens} tokens; decode ${w.decodeTokens} tokens after a ${w.shortPromptTokens}-token prompt; ${w.concurrency.join(' / ')} streams of a
+  ${w.shortPromptTokens}-token prompt + ${w.concurrentTokens} tokens each.
+
+Re-run: \`npm run bench:peer\` (about 10 minutes on an idle 2-core machine; \`-- --runs 5\`, \`-- --layers 8\`, \`-- --quick\`, \`-- --help\`).
+`;
+}
+
+export interface MicroReport {
+  date: string;
+  machine: MachineInfo;
+  threads: number;
+  load: { before: number[]; after: number[] };
+  bandwidth: MachineBandwidth;
+  figures: Figure[];
+}
+
+export function microMarkdown(r: MicroReport, jsonFile: string): string {
+  const f = (x: number | undefined, d: number) => (x === undefined || !Number.isFinite(x) ? '' : x.toFixed(d));
+  const rows = r.figures.map((x) => `| ${x.family} | ${x.what} | ${f(x.ms, 2)} | ${f(x.gbPerS, 1)} | ${x.ofBandwidth === undefined ? '' : `${(x.ofBandwidth * 100).toFixed(0)}%`} | ${f(x.gflopPerS, 1)} |`);
+  const formulas = [...new Set(r.figures.map((x) => `- ${x.family}: ${x.formula}`))];
+  return `## Kernel micro-benchmarks
+
+The latest \`npm run bench:micro\`: each kernel family through the addon (\`loadModel\` + \`step\`) on the slice checkpoint
+(2 layers, real shapes), ${r.threads} threads. Times are the addon's own per-phase step timings (\`MOESERVE_PROFILE=1\`, summed
+over layers), median over repetitions; "of bandwidth" is GB/s ÷ the measured read bandwidth. Samples: \`${jsonFile}\` (git-ignored).
+
+| family | case | ms | GB/s | of bandwidth | GFLOP/s |
+| --- | --- | ---: | ---: | ---: | ---: |
+${rows.join('\n')}
+
+${formulas.join('\n')}
+- Expert-grouped MoE: n streams of one token each in one step; "× vs n × 1 token" is n × the one-token time ÷ this time (the
+  gain from reading each expert once for all its tokens). Attention at long contexts reads the KV pool's zero-initialised
+  blocks for the positions before the token (their values do not change the work).
+
+- Date: ${r.date}. Machine: ${machineLine(r.machine)}.
+- Memory read bandwidth: ${describeBandwidth(r.bandwidth)}.
+- Load average ${r.load.before.join(' / ')} before and ${r.load.after.join(' / ')} after.
 `;
 }

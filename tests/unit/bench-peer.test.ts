@@ -5,6 +5,7 @@ import { peerChartSvg } from '../../bench/peer/chart.ts';
 import { decodeBytesPerToken } from '../../bench/peer/decode-bytes.ts';
 import { expectedDistinctExperts } from '../../bench/peer/micro-cases.ts';
 import { SLICE_SHAPE } from '../../bench/peer/slice-model.ts';
+import { withSection } from '../../bench/peer/results-file.ts';
 import { stepBarrier } from '../../bench/peer/step-barrier.ts';
 import { markdownTable, summarize, textTable, type Sample } from '../../bench/peer/summary.ts';
 import { median, promptKey, promptTokens } from '../../bench/peer/workload.ts';
@@ -117,5 +118,23 @@ describe('stepBarrier', () => {
     arrive();
     await d;
     expect(next).toBe(true);
+  });
+});
+
+describe('RESULTS.md sections', () => {
+  it('creates both sections, then replaces one and keeps the other', () => {
+    const first = withSection(null, 'micro', '## Micro\n\nm1\n');
+    expect(first).toContain('<!-- peer:begin -->\n## moeserve vs llama.cpp\n\nNot run yet');
+    expect(first).toContain('<!-- micro:begin -->\n## Micro\n\nm1\n<!-- micro:end -->');
+    const second = withSection(first, 'peer', '## Peer\n\np1');
+    expect(second).toContain('<!-- peer:begin -->\n## Peer\n\np1\n<!-- peer:end -->');
+    expect(second).toContain('m1');
+    const third = withSection(second, 'micro', '## Micro\n\nm2');
+    expect(third).toContain('p1');
+    expect(third).toContain('m2');
+    expect(third).not.toContain('m1');
+    expect(third.indexOf('peer:begin')).toBeLessThan(third.indexOf('micro:begin'));
+    // A file without markers (e.g. hand-written) is rebuilt around the new section.
+    expect(withSection('# old notes\n', 'peer', 'p')).toContain('<!-- peer:begin -->\np\n<!-- peer:end -->');
   });
 });

@@ -1,0 +1,33 @@
+// bench/RESULTS.md holds the latest peer benchmark and the latest micro-benchmarks, each between its own
+// markers, so that each script rewrites its section and leaves the other as it was.
+import fs from 'node:fs';
+
+export type Section = 'peer' | 'micro';
+
+const TITLE = '# Benchmark results\n\nWritten by the scripts: `npm run bench:peer` rewrites the first section, `npm run bench:micro` the second.\n';
+const PLACEHOLDER: Record<Section, string> = {
+  peer: '## moeserve vs llama.cpp\n\nNot run yet: `npm run bench:peer`.\n',
+  micro: '## Kernel micro-benchmarks\n\nNot run yet: `npm run bench:micro`.\n',
+};
+
+const begin = (s: Section) => `<!-- ${s}:begin -->`;
+const end = (s: Section) => `<!-- ${s}:end -->`;
+
+/** The file's text with `section` replaced by `markdown` (the file is created, or rebuilt around it, as needed). */
+export function withSection(existing: string | null, section: Section, markdown: string): string {
+  const bodies: Record<Section, string> = { peer: PLACEHOLDER.peer, micro: PLACEHOLDER.micro };
+  if (existing !== null) {
+    for (const s of ['peer', 'micro'] as const) {
+      const a = existing.indexOf(begin(s));
+      const b = existing.indexOf(end(s));
+      if (a >= 0 && b > a) bodies[s] = existing.slice(a + begin(s).length, b).trim() + '\n';
+    }
+  }
+  bodies[section] = markdown.trim() + '\n';
+  return `${TITLE}\n${(['peer', 'micro'] as const).map((s) => `${begin(s)}\n${bodies[s]}${end(s)}\n`).join('\n')}`;
+}
+
+export function updateResultsFile(file: string, section: Section, markdown: string): void {
+  const existing = fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : null;
+  fs.writeFileSync(file, withSection(existing, section, markdown));
+}
