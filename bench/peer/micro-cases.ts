@@ -3,18 +3,10 @@
 // shapes), so each kernel family sees the shapes it sees in production.
 import type { SeqSlice } from '../../tests/helpers/native-steps.ts';
 import { promptTokens } from './workload.ts';
+import type { DecodeShape } from './decode-bytes.ts';
 
-export interface Shape {
-  layers: number;
-  hidden: number;
-  heads: number;
-  kvHeads: number;
-  headDim: number;
-  vocab: number;
-  experts: number;
-  topK: number;
-  moeIntermediate: number;
-}
+/** The model shape a case runs on (the same fields the decode-bytes count uses). */
+export type Shape = DecodeShape;
 
 /** Per-phase step times as MOESERVE_PROFILE prints them (ms, summed over layers). */
 export interface Phases {

@@ -3,6 +3,7 @@ import { createEngine, type EngineOptions } from '../../src/engine/engine.ts';
 import { Xoshiro128 } from '../../src/engine/rng.ts';
 import { RequestError, type EngineEvent, type SamplingParams } from '../../src/engine/types.ts';
 import { FakeModel, VOCAB, logSoftmax, logitsOf, reference, topN } from './engine-fake-model.ts';
+import { collect } from '../helpers/engine-events.ts';
 
 const params = (o: Partial<SamplingParams> = {}): SamplingParams => ({
   maxTokens: 8,
@@ -19,15 +20,6 @@ const params = (o: Partial<SamplingParams> = {}): SamplingParams => ({
 function promptOf(len: number, seed: number): number[] {
   const g = new Xoshiro128(seed);
   return Array.from({ length: len }, () => g.nextU32() % VOCAB);
-}
-
-async function collect(it: AsyncIterable<EngineEvent>) {
-  const events: EngineEvent[] = [];
-  for await (const e of it) events.push(e);
-  const tokens = events.flatMap((e) => (e.type === 'token' ? [e.token] : []));
-  const finish = events.at(-1);
-  if (finish?.type !== 'finish') throw new Error('stream did not end with finish');
-  return { events, tokens, finish };
 }
 
 function setup(o: Partial<EngineOptions> & { kvBlocks?: number; blockSize?: number } = {}) {

@@ -6,6 +6,7 @@ import { createEngine } from '../../src/engine/engine.ts';
 import type { NativeModel, StepBatch, StepResult } from '../../src/native/addon-types.ts';
 import type { EngineEvent, GuideStatus, SamplingParams, TokenGuide } from '../../src/engine/types.ts';
 import { FakeModel, VOCAB } from './engine-fake-model.ts';
+import { collect } from '../helpers/engine-events.ts';
 
 const EOS = 96;
 const WORDS = Math.ceil(VOCAB / 32);
@@ -81,15 +82,6 @@ const params = (o: Partial<SamplingParams> = {}): SamplingParams => ({
   promptLogprobs: null,
   ...o,
 });
-
-async function collect(it: AsyncIterable<EngineEvent>) {
-  const events: EngineEvent[] = [];
-  for await (const e of it) events.push(e);
-  const tokens = events.flatMap((e) => (e.type === 'token' ? [e.token] : []));
-  const finish = events.at(-1);
-  if (finish?.type !== 'finish') throw new Error('stream did not end with finish');
-  return { tokens, finish };
-}
 
 function setup() {
   const model = new MaskingModel(new FakeModel(64, 4));
