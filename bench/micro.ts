@@ -21,7 +21,7 @@ import { loadModelConfig } from '../src/model/config.ts';
 import { loadAddon } from '../src/native/load-addon.ts';
 import { buildBatch } from '../tests/helpers/native-steps.ts';
 import { describeBandwidth, measureMachineBandwidth } from './peer/bandwidth.ts';
-import { loadAverage, machineInfo } from './peer/machine.ts';
+import { ContentionMeter, loadAverage, machineInfo } from './peer/machine.ts';
 import { BLOCK, figures, KV_BLOCKS, microCases, type Figure, type Phases, type Shape } from './peer/micro-cases.ts';
 import { updateResultsFile } from './peer/results-file.ts';
 import { microMarkdown, type MicroReport } from './peer/results-md.ts';
@@ -57,18 +57,21 @@ async function child(dir: string, threads: number): Promise<void> {
   }
 }
 
-async function runChild(dir: string, threads: number): Promise<{ steps: StepRecord[]; phases: (Phases & { tokens: number })[] }> {
+async function runChild(dir: string, threads: number): Promise<{ steps: StepRecord[]; phases: (Phases & { tokens: number })[]; foreignCores: number }> {
   const script = fileURLToPath(import.meta.url);
   const proc = spawn(process.execPath, [path.join(BENCH_DIR, '..', 'bin/run-ts.js'), script, '--child', dir, '--threads', String(threads)], {
     env: { ...process.env, MOESERVE_PROFILE: '1' },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
+  const meter = new ContentionMeter(() => [process.pid, proc.pid!]);
+  meter.start();
   const steps: StepRecord[] = [];
   const phases: (Phases & { tokens: number })[] = [];
   const other: string[] = [];
   readline.createInterface({ input: proc.stdout! }).on('line', (line) => {
     const rec = JSON.parse(line) as StepRecord;
     steps.push(rec);
+    meter.refresh();
     if (steps.length % 10 === 0) process.stdout.write(`  ${steps.length} steps (${rec.case})\n`);
   });
   readline.createInterface({ input: proc.stderr! }).on('line', (line) => {
@@ -78,6 +81,7 @@ async function runChild(dir: string, threads: number): Promise<{ steps: StepReco
     phases.push({ tokens: n[0]!, qkv: n[2]!, attn: n[3]!, out: n[4]!, ffn: n[5]!, logits: n[6]! });
   });
   const code = await new Promise<number | null>((resolve) => proc.once('close', resolve));
+  const foreignCores = meter.stop(); // the child's CPU as last read, after its last step
   if (code !== 0) throw new Error(`micro-benchmark child exited with code ${code}:\n${other.join('\n')}`);
   if (phases.length !== steps.length) {
     throw new Error(`expected one MOESERVE_PROFILE line per step (${steps.length} steps, ${phases.length} lines): does this addon build support MOESERVE_PROFILE?\n${other.join('\n')}`);
@@ -85,7 +89,7 @@ async function runChild(dir: string, threads: number): Promise<{ steps: StepReco
   steps.forEach((s, i) => {
     if (phases[i]!.tokens !== s.tokens) throw new Error(`profile line ${i} is for ${phases[i]!.tokens} tokens, step ${i} had ${s.tokens}`);
   });
-  return { steps, phases };
+  return { steps, phases, foreignCores };
 }
 
 function table(figs: Figure[]): string {
@@ -106,7 +110,7 @@ async function main(threads: number): Promise<void> {
   const bandwidth = await measureMachineBandwidth(threads);
   console.log(`  ${describeBandwidth(bandwidth)}`);
   console.log('running the cases (MOESERVE_PROFILE=1, child process)');
-  const { steps, phases } = await runChild(slice.dir, threads);
+  const { steps, phases, foreignCores } = await runChild(slice.dir, threads);
   const byCase = new Map<string, Phases>();
   const wallByCase = new Map<string, number>();
   for (const id of new Set(steps.map((s) => s.case))) {
@@ -120,12 +124,12 @@ async function main(threads: number): Promise<void> {
   console.log(`\n${table(figs)}\n`);
   console.log('Formulas:');
   for (const formula of new Set(figs.map((x) => `${x.family}: ${x.formula}`))) console.log(`  ${formula}`);
-  console.log(`Read bandwidth (the "of bandwidth" reference): ${describeBandwidth(bandwidth)}. Load average ${loadAverage().join(' ')} at the end.`);
+  console.log(`Read bandwidth (the "of bandwidth" reference): ${describeBandwidth(bandwidth)}. Other processes used ${foreignCores.toFixed(2)} cores meanwhile; load average ${loadAverage().join(' ')} at the end.`);
   const outDir = path.join(BENCH_DIR, 'results');
   fs.mkdirSync(outDir, { recursive: true });
   const file = path.join(outDir, `micro-${date.replace(/[:.]/g, '-')}.json`);
   const perCase = Object.fromEntries([...byCase].map(([id, ph]) => [id, { phasesMs: ph, stepWallMs: wallByCase.get(id) }]));
-  const report: MicroReport = { date, machine, threads, load: { before: loadBefore, after: loadAverage() }, bandwidth, figures: figs };
+  const report: MicroReport = { date, machine, threads, load: { before: loadBefore, after: loadAverage(), foreignCores }, bandwidth, figures: figs };
   fs.writeFileSync(file, JSON.stringify({ ...report, shape, cases: perCase }, null, 2) + '\n');
   const resultsMd = path.join(BENCH_DIR, 'RESULTS.md');
   updateResultsFile(resultsMd, 'micro', microMarkdown(report, path.relative(BENCH_DIR, file)));

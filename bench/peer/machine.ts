@@ -91,10 +91,12 @@ export class ContentionMeter {
   private t0 = 0;
   private busy0 = 0;
   private ours0 = 0;
+  private readonly last = new Map<number, number>();
 
   constructor(private readonly ours: () => number[]) {}
 
   start(): void {
+    this.last.clear();
     this.t0 = performance.now();
     this.busy0 = machineBusyMs();
     this.ours0 = this.oursMs();
@@ -107,7 +109,16 @@ export class ContentionMeter {
     return wall > 0 ? Math.max(0, foreign / wall) : NaN;
   }
 
+  /** Reads our processes' CPU now; a process that has exited keeps its last reading (call this while it runs). */
+  refresh(): void {
+    for (const pid of this.ours()) {
+      const ms = processCpuMs(pid);
+      if (Number.isFinite(ms)) this.last.set(pid, ms);
+    }
+  }
+
   private oursMs(): number {
-    return this.ours().reduce((sum, pid) => sum + (processCpuMs(pid) || 0), 0);
+    this.refresh();
+    return [...this.last.values()].reduce((a, b) => a + b, 0);
   }
 }

@@ -69,7 +69,7 @@ export interface MicroReport {
   date: string;
   machine: MachineInfo;
   threads: number;
-  load: { before: number[]; after: number[] };
+  load: { before: number[]; after: number[]; foreignCores: number };
   bandwidth: MachineBandwidth;
   figures: Figure[];
 }
@@ -95,6 +95,7 @@ ${formulas.join('\n')}
 
 - Date: ${r.date}. Machine: ${machineLine(r.machine)}.
 - Memory read bandwidth: ${describeBandwidth(r.bandwidth)}.
-- Load average ${r.load.before.join(' / ')} before and ${r.load.after.join(' / ')} after.
+- Load: load average ${r.load.before.join(' / ')} before and ${r.load.after.join(' / ')} after; other processes used ${r.load.foreignCores.toFixed(2)} cores
+  (mean) while the cases ran.
 `;
 }
