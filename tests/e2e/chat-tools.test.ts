@@ -6,13 +6,13 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import OpenAI from 'openai';
 import type { FastifyInstance } from 'fastify';
 import { makeModel } from '../../src/model/make-model.ts';
 import { loadServedModel, type LoadedModel } from '../../src/cli/load-model.ts';
 import { buildApp } from '../../src/server/app.ts';
+import { listenLoopback } from '../helpers/loopback.ts';
 
 const MODEL = 'tiny-moe';
 const FIXTURES = path.join(import.meta.dirname, '../fixtures/chat-template');
@@ -34,8 +34,7 @@ beforeAll(async () => {
   await makeModel(dir, { seed: 11, layers: 2, hidden: 64, heads: 4, kvHeads: 2, headDim: 16, experts: 8, topK: 2, mlpOnlyLayers: [0], maxPositionEmbeddings: 2048 });
   loaded = await loadServedModel({ dir, threads: 2, kvCacheGiB: 0.25, generationConfig: 'vllm' });
   app = buildApp({ engine: loaded.engine, tokenizer: loaded.tokenizer, template: loaded.template, servedModelName: MODEL, vocabSize: loaded.config.native.vocabSize });
-  await app.listen({ host: '127.0.0.1', port: 0 });
-  root = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`;
+  root = await listenLoopback(app);
   client = new OpenAI({ baseURL: `${root}/v1`, apiKey: 'unused', maxRetries: 0 });
 });
 

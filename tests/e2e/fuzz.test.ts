@@ -12,6 +12,7 @@ import { loadServedModel, type LoadedModel } from '../../src/cli/load-model.ts';
 import { buildApp } from '../../src/server/app.ts';
 import { Xoshiro128 } from '../../src/engine/rng.ts';
 import { testModel } from '../helpers/model-fixtures.ts';
+import { listenLoopback } from '../helpers/loopback.ts';
 
 const MODEL = 'fuzz-moe';
 const API_KEY = 'sk-fuzz';
@@ -32,8 +33,7 @@ beforeAll(async () => {
     engine: loaded.engine, tokenizer: loaded.tokenizer, template: loaded.template, servedModelName: [MODEL, 'alias'],
     vocabSize: loaded.config.native.vocabSize, apiKey: API_KEY, bodyLimit: BODY_LIMIT,
   });
-  await app.listen({ host: '127.0.0.1', port: 0 });
-  origin = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`;
+  origin = await listenLoopback(app);
 });
 
 afterAll(async () => {

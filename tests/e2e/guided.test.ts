@@ -2,7 +2,6 @@
 // addon, engine and server on loopback, the official `openai` client. Sampling at temperature 1 from
 // random weights, the grammar does all the work: every reply must parse and validate.
 import path from 'node:path';
-import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import OpenAI from 'openai';
 import type { FastifyInstance } from 'fastify';
@@ -11,6 +10,7 @@ import { buildApp } from '../../src/server/app.ts';
 import { guidedDecodingFor } from '../../src/guided/guided-decoding.ts';
 import { testModel } from '../helpers/model-fixtures.ts';
 import { validator } from '../unit/guided-helpers.ts';
+import { listenLoopback } from '../helpers/loopback.ts';
 
 const MODEL = 'guided-moe';
 let loaded: LoadedModel;
@@ -20,9 +20,7 @@ let client: OpenAI;
 let bareClient: OpenAI;
 
 async function listen(server: FastifyInstance): Promise<OpenAI> {
-  await server.listen({ host: '127.0.0.1', port: 0 });
-  const { port } = server.server.address() as AddressInfo;
-  return new OpenAI({ baseURL: `http://127.0.0.1:${port}/v1`, apiKey: 'unused', maxRetries: 0, timeout: 120_000 });
+  return new OpenAI({ baseURL: `${await listenLoopback(server)}/v1`, apiKey: 'unused', maxRetries: 0, timeout: 120_000 });
 }
 
 beforeAll(async () => {

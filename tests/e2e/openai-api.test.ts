@@ -3,13 +3,13 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import OpenAI from 'openai';
 import type { FastifyInstance } from 'fastify';
 import { makeModel } from '../../src/model/make-model.ts';
 import { loadServedModel, type LoadedModel } from '../../src/cli/load-model.ts';
 import { buildApp } from '../../src/server/app.ts';
+import { listenLoopback } from '../helpers/loopback.ts';
 
 const MODEL = 'tiny-moe';
 const API_KEY = 'sk-e2e-secret';
@@ -21,9 +21,7 @@ let client: OpenAI;
 let baseURL: string;
 
 async function listen(server: FastifyInstance): Promise<string> {
-  await server.listen({ host: '127.0.0.1', port: 0 });
-  const { port } = server.server.address() as AddressInfo;
-  return `http://127.0.0.1:${port}/v1`;
+  return `${await listenLoopback(server)}/v1`;
 }
 
 beforeAll(async () => {

@@ -1,13 +1,13 @@
 // Every sampling feature end to end where its effect can be observed: a generated checkpoint (the
 // real Qwen3 vocabulary), the real native addon and engine, the real server on loopback and the
 // official `openai` client.
-import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import OpenAI from 'openai';
 import type { FastifyInstance } from 'fastify';
 import { loadServedModel, type LoadedModel } from '../../src/cli/load-model.ts';
 import { buildApp } from '../../src/server/app.ts';
 import { testModel } from '../helpers/model-fixtures.ts';
+import { listenLoopback } from '../helpers/loopback.ts';
 
 const MODEL = 'tiny-moe';
 const EOS = 151645; // <|im_end|>
@@ -22,8 +22,7 @@ beforeAll(async () => {
   const dir = await testModel({ seed: 11, layers: 2, hidden: 64, heads: 4, kvHeads: 2, headDim: 16, experts: 8, topK: 2, mlpOnlyLayers: [0], maxPositionEmbeddings: 1024 });
   loaded = await loadServedModel({ dir, threads: 2, kvCacheGiB: 0.25, generationConfig: 'vllm' });
   app = buildApp({ engine: loaded.engine, tokenizer: loaded.tokenizer, template: loaded.template, servedModelName: MODEL, vocabSize: loaded.config.native.vocabSize });
-  await app.listen({ host: '127.0.0.1', port: 0 });
-  baseURL = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`;
+  baseURL = await listenLoopback(app);
   client = new OpenAI({ baseURL: `${baseURL}/v1`, apiKey: 'unused', maxRetries: 0 });
 });
 

@@ -6,7 +6,6 @@
 //      back to the prefix cache's share (0 with prefix caching off);
 //  (c) a conversation's second turn hits the prefix cache for the whole first prompt, in blocks;
 //  (d) /metrics parses and carries every family, consistent with what was served.
-import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import OpenAI from 'openai';
 import type { FastifyInstance } from 'fastify';
@@ -17,6 +16,7 @@ import { buildApp } from '../../src/server/app.ts';
 import { testModel } from '../helpers/model-fixtures.ts';
 import { randomTokens } from '../helpers/native-steps.ts';
 import { parsePromText, sampleValue, type PromFamily } from '../helpers/prom-text.ts';
+import { listenLoopback } from '../helpers/loopback.ts';
 
 const MODEL = 'serve-moe';
 const BLOCK = 16;
@@ -43,8 +43,7 @@ async function startServer(blocks: number, o: Partial<LoadModelOptions>): Promis
   // The sizing estimate is what the backend really stores.
   expect(loaded.kv.bytesPerToken).toBe(estimate);
   const app = buildApp({ engine: loaded.engine, tokenizer: loaded.tokenizer, template: loaded.template, servedModelName: MODEL, vocabSize: loaded.config.native.vocabSize });
-  await app.listen({ host: '127.0.0.1', port: 0 });
-  const base = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`;
+  const base = await listenLoopback(app);
   const server = { loaded, app, base, client: new OpenAI({ baseURL: `${base}/v1`, apiKey: 'unused', maxRetries: 0, timeout: 120_000 }) };
   servers.push(server);
   return server;

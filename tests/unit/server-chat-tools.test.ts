@@ -3,7 +3,6 @@
 // double replaying a realistic reply as real token ids (a random model never writes tool calls);
 // tests/e2e/chat-tools.test.ts covers the request side with the real engine.
 import fs from 'node:fs';
-import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import OpenAI from 'openai';
 import type { FastifyInstance } from 'fastify';
@@ -12,6 +11,7 @@ import { createChatTemplate, type ChatTemplate } from '../../src/chat/template.t
 import { qwen3TokenizerFile } from '../../src/model/tokenizer-files.ts';
 import { byteTokens, qwen3Tokenizer } from '../helpers/stream-splits.ts';
 import { ScriptedEngine } from './server-scripted-engine.ts';
+import { listenLoopback } from '../helpers/loopback.ts';
 
 const EOS = 151645;
 const config = JSON.parse(fs.readFileSync(qwen3TokenizerFile('tokenizer_config.json'), 'utf8')) as Record<string, unknown>;
@@ -37,9 +37,7 @@ async function serve(script: number[], template: ChatTemplate = qwen3, extra: Pa
   const engine = new ScriptedEngine(script);
   const app = buildApp({ engine, tokenizer: qwen3Tokenizer(), template, servedModelName: 'tiny', ...extra });
   servers.push(app);
-  await app.listen({ host: '127.0.0.1', port: 0 });
-  const { port } = app.server.address() as AddressInfo;
-  return { engine, app, client: new OpenAI({ baseURL: `http://127.0.0.1:${port}/v1`, apiKey: 'unused', maxRetries: 0 }) };
+  return { engine, app, client: new OpenAI({ baseURL: `${await listenLoopback(app)}/v1`, apiKey: 'unused', maxRetries: 0 }) };
 }
 
 afterAll(async () => {
