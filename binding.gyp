@@ -42,8 +42,14 @@
       "cflags_cc": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx2", "-mfma", "-mf16c", "-Wno-maybe-uninitialized", "-Wno-uninitialized"]
     },
     {
+      "target_name": "moeserve_avx512bf16",
+      "type": "static_library",
+      "sources": ["native/cpu/kernels-avx512bf16.cpp"],
+      "cflags_cc": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512bf16", "-mavx2", "-mfma", "-mf16c", "-Wno-maybe-uninitialized", "-Wno-uninitialized"]
+    },
+    {
       "target_name": "moeserve",
-      "dependencies": ["moeserve_avx2", "moeserve_avx512"],
+      "dependencies": ["moeserve_avx2", "moeserve_avx512", "moeserve_avx512bf16"],
       "sources": [
         "native/addon/addon.cpp",
         "native/addon/js-convert.cpp",

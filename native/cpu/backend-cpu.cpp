@@ -53,7 +53,22 @@ void CpuBackend::rmsnorm(const float* x, const float* w, int rows, int dim, floa
   });
 }
 
+const float* CpuBackend::pack_tiles(const float* x, int64_t T, int64_t K, DType dt, int slot) {
+  const size_t n = k_.tiled_floats ? k_.tiled_floats(T, K, dt) : 0;
+  if (n == 0) return nullptr;
+  float* buf = scratch(slot, n);
+  pool_.parallel_for((T + kTileTokens - 1) / kTileTokens, 1,
+                     [&](int64_t b, int64_t e, int) { k_.pack_tiles(x, T, K, b, e, buf); });
+  return buf;
+}
+
 void CpuBackend::matmul_into(const float* x, int64_t T, const Matrix& w, float* out, int64_t ldo) {
+  if (const float* tiles = pack_tiles(x, T, w.cols, w.dtype, kTilesSlot)) {
+    // Row chunks in whole micro-kernels, large enough to keep their weights in L2 across the tiles.
+    const int64_t grain = std::max<int64_t>(kTileRows, std::min<int64_t>(256, w.rows / (8 * pool_.size())) / kTileRows * kTileRows);
+    pool_.parallel_for(w.rows, grain, [&](int64_t b, int64_t e, int) { k_.matmul_tiles(w, b, e, tiles, T, out + b, ldo); });
+    return;
+  }
   // Grain: enough rows that a chunk amortises the widening of its weights, small enough to balance threads.
   const int64_t grain = std::max<int64_t>(4, std::min<int64_t>(64, w.rows / (8 * pool_.size()) / 4 * 4));
   pool_.parallel_for(w.rows, grain, [&](int64_t b, int64_t e, int th) {
@@ -106,7 +121,7 @@ void CpuBackend::mlp(const float* h, int T, const Mlp& m, float* out) {
   float* u = scratch(11, static_cast<size_t>(T) * I);
   matmul_into(h, T, m.gate, g, I);
   matmul_into(h, T, m.up, u, I);
-  for (int64_t i = 0; i < T * I; i++) g[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+  k_.silu_mul(g, u, T * I);
   matmul_into(g, T, m.down, out, m.down.rows);
 }
 

@@ -37,7 +37,12 @@ class CpuBackend : public Backend {
  private:
   // out[T × w.rows] = x · wᵀ, rows split across threads.
   void matmul_into(const float* x, int64_t T, const Matrix& w, float* out, int64_t ldo);
+  // x (T × K) packed into scratch `slot` for k_.matmul_tiles against weights of dtype dt, tiles spread over the
+  // threads; null where the kernel set has no tiled path for this shape (then matmul_rows reads x as it is).
+  const float* pack_tiles(const float* x, int64_t T, int64_t K, DType dt, int slot);
   float* thread_scratch(int thread, size_t n);
+
+  static constexpr int kTilesSlot = 30;  // scratch slot of matmul_into's packed tiles
 
   ThreadPool pool_;
   const KernelSet& k_;

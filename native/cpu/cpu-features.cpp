@@ -1,5 +1,5 @@
 // Run-time choice of the kernel set: the CPU's features (cpuid + OS support for the registers) cap the choice,
-// MOESERVE_SIMD=scalar|avx2|avx512 may lower it (tests run every set this machine has against the scalar one).
+// MOESERVE_SIMD=scalar|avx2|avx512|avx512bf16 may lower it (tests run every set this machine has against the scalar one).
 #include <cpuid.h>
 
 #include <cstdlib>
@@ -51,8 +51,10 @@ const char* cpu_simd_level() {
 const KernelSet& select_kernels() {
   const Features& f = features();
   const char* want = std::getenv("MOESERVE_SIMD");
-  const bool allow512 = !want || std::strcmp(want, "avx512") == 0;
+  const bool allow_bf16 = !want || std::strcmp(want, "avx512bf16") == 0;
+  const bool allow512 = allow_bf16 || std::strcmp(want, "avx512") == 0;
   const bool allow2 = allow512 || std::strcmp(want, "avx2") == 0;
+  if (f.avx512bf16 && allow_bf16) return kernels_avx512bf16();
   if (f.avx512 && allow512) return kernels_avx512();
   if (f.avx2 && allow2) return kernels_avx2();
   return kernels_scalar();

@@ -277,11 +277,21 @@ void attn_values512(const float* p, int group, int64_t ld, const float* v, int64
   }
 }
 
+void silu_mul512(float* g, const float* u, int64_t n) {
+  const __m512 one = _mm512_set1_ps(1.0f);
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 m = n - i >= 16 ? static_cast<__mmask16>(0xffff) : tail_mask(n - i);
+    const __m512 x = _mm512_maskz_loadu_ps(m, g + i);
+    const __m512 s = _mm512_div_ps(x, _mm512_add_ps(one, exp512(_mm512_sub_ps(_mm512_setzero_ps(), x))));
+    _mm512_mask_storeu_ps(g + i, m, _mm512_mul_ps(s, _mm512_maskz_loadu_ps(m, u + i)));
+  }
+}
+
 }  // namespace
 
 const KernelSet& kernels_avx512() {
   static const KernelSet k{"avx512", matmul_rows, dot, axpy, to_f32, max512, exp_sum512, attn_scores512,
-                           attn_values512};
+                           attn_values512, silu_mul512};
   return k;
 }
 

@@ -77,9 +77,13 @@ void attn_values_scalar(const float* p, int group, int64_t ld, const float* v, i
     for (int64_t j = 0; j < n; j++) axpy(p[g * ld + j], v + j * stride, out + g * hd, hd);
 }
 
+void silu_mul_scalar(float* g, const float* u, int64_t n) {
+  for (int64_t i = 0; i < n; i++) g[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+}
+
 const KernelSet& kernels_scalar() {
   static const KernelSet k{"scalar", matmul_rows, dot, axpy, to_f32, max_scalar, exp_sum_scalar,
-                           attn_scores_scalar, attn_values_scalar};
+                           attn_scores_scalar, attn_values_scalar, silu_mul_scalar};
   return k;
 }
 

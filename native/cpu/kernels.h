@@ -29,7 +29,24 @@ struct KernelSet {
   // out[g·hd + i] += Σ_j p[g * ld + j] · v[j·stride + i]
   void (*attn_values)(const float* p, int group, int64_t ld, const float* v, int64_t stride, int64_t n, int hd,
                       float* out);
+  // g[i] = silu(g[i]) · u[i]
+  void (*silu_mul)(float* g, const float* u, int64_t n);
+
+  // Tiled GEMM on bf16 weights used in place (avx512bf16 only; null in the other sets). The activations are
+  // packed once per matmul into tiles of kTileTokens tokens, each f32 split into bf16 hi + lo (x = hi + lo to
+  // about 2^-17 relative), so that vdpbf16ps keeps f32-level accuracy (the parity tests hold to f32 references).
+  // tiled_floats(T, K, dt): floats of the packed buffer, or 0 where tiles do not pay or apply (use matmul_rows).
+  size_t (*tiled_floats)(int64_t T, int64_t K, DType dt);
+  // Packs tiles [tile0, tile1) of x (T × K, dense) into buf (sized by tiled_floats); tiles are independent.
+  void (*pack_tiles)(const float* x, int64_t T, int64_t K, int64_t tile0, int64_t tile1, float* buf);
+  // out[t * ldo + (r - r0)] = dot(W row r, x row t) for r in [r0, r1), t in [0, T), from x's packed tiles.
+  void (*matmul_tiles)(const Matrix& w, int64_t r0, int64_t r1, const float* tiles, int64_t T, float* out,
+                       int64_t ldo);
 };
+
+// Tokens per packed tile, and weight rows per tiled micro-kernel (row ranges in multiples of it run fastest).
+constexpr int64_t kTileTokens = 16;
+constexpr int64_t kTileRows = 8;
 
 const KernelSet& kernels_scalar();
 // The portable reductions, shared by the sets that have no faster ones.
@@ -39,10 +56,13 @@ void attn_scores_scalar(const float* q, int group, int hd, const float* k, int64
                         float* scores, int64_t ld);
 void attn_values_scalar(const float* p, int group, int64_t ld, const float* v, int64_t stride, int64_t n, int hd,
                         float* out);
+void silu_mul_scalar(float* g, const float* u, int64_t n);
 const KernelSet& kernels_avx2();
 const KernelSet& kernels_avx512();
+const KernelSet& kernels_avx512bf16();
 
-// The best set this CPU runs (or the one named by MOESERVE_SIMD=scalar|avx2|avx512, capped to what the CPU has).
+// The best set this CPU runs (or the one named by MOESERVE_SIMD=scalar|avx2|avx512|avx512bf16, capped to what
+// the CPU has).
 const KernelSet& select_kernels();
 // "avx512bf16", "avx512", "avx2" or "scalar": what the CPU offers.
 const char* cpu_simd_level();

@@ -10,7 +10,7 @@ namespace moe {
 namespace {
 
 // Scratch slots used here (see Backend::scratch).
-enum { kRouter = 20, kGathered = 21, kGate = 22, kUp = 23, kDown = 24 };
+enum { kRouter = 20, kGathered = 21, kGate = 22, kUp = 23, kDown = 24, kTilesUp = 25, kTilesDown = 26 };
 
 struct Job {
   int expert;
@@ -70,6 +70,43 @@ void CpuBackend::moe(const float* h, int T, const LayerWeights& w, const ModelCo
   float* u = scratch(kUp, static_cast<size_t>(N) * I);
   float* d = scratch(kDown, static_cast<size_t>(N) * H);
 
+  // Tiled kernel sets: each expert's rows of x packed once, shared by every job of that expert; at[e] is the
+  // expert's offset in the buffer, -1 where it has no tokens or too few for tiles.
+  std::vector<int64_t> at;
+  auto pack_experts = [&](const float* x, int64_t cols, Matrix Mlp::*m, int slot) -> const float* {
+    at.assign(E, -1);
+    if (!k_.tiled_floats) return nullptr;
+    size_t total = 0;
+    std::vector<std::pair<int, int64_t>> tiles;  // (expert, tile)
+    for (int e = 0; e < E; e++) {
+      const int64_t n = offset[e + 1] - offset[e];
+      const size_t f = n > 0 ? k_.tiled_floats(n, cols, (w.experts[e].*m).dtype) : 0;
+      if (f == 0) continue;
+      at[e] = static_cast<int64_t>(total);
+      total += f;
+      for (int64_t t = 0; t * kTileTokens < n; t++) tiles.emplace_back(e, t);
+    }
+    if (total == 0) return nullptr;
+    float* buf = scratch(slot, total);
+    pool_.parallel_for(static_cast<int64_t>(tiles.size()), 2, [&](int64_t b, int64_t end, int) {
+      for (int64_t j = b; j < end; j++) {
+        const int e = tiles[j].first;
+        k_.pack_tiles(x + offset[e] * cols, offset[e + 1] - offset[e], cols, tiles[j].second, tiles[j].second + 1, buf + at[e]);
+      }
+    });
+    return buf;
+  };
+  // dest[n × ld] (+ the job's first row) = rows [r0, r1) of m over the expert's n tokens.
+  auto expert_matmul = [&](const Matrix& m, const Job& job, const float* tiles, const float* x, int64_t n, float* dest,
+                           int64_t ld, float* s) {
+    if (tiles && at[job.expert] >= 0 && k_.tiled_floats(n, m.cols, m.dtype) > 0) {
+      k_.matmul_tiles(m, job.r0, job.r1, tiles + at[job.expert], n, dest + job.r0, ld);
+    } else {
+      k_.matmul_rows(m, job.r0, job.r1, x, n, dest + job.r0, ld, s);
+    }
+  };
+
+  const float* up_tiles = pack_experts(xg, H, &Mlp::gate, kTilesUp);
   const std::vector<Job> up_jobs = jobs_for(I, 32);
   pool_.parallel_for(static_cast<int64_t>(up_jobs.size()), 1, [&](int64_t b, int64_t end, int th) {
     float* s = thread_scratch(th, 4 * static_cast<size_t>(H));
@@ -77,22 +114,19 @@ void CpuBackend::moe(const float* h, int T, const LayerWeights& w, const ModelCo
       const Job& job = up_jobs[j];
       const Mlp& ex = w.experts[job.expert];
       const int64_t o = offset[job.expert], n = offset[job.expert + 1] - o;
-      k_.matmul_rows(ex.gate, job.r0, job.r1, xg + o * H, n, g + o * I + job.r0, I, s);
-      k_.matmul_rows(ex.up, job.r0, job.r1, xg + o * H, n, u + o * I + job.r0, I, s);
-      for (int64_t t = 0; t < n; t++) {
-        float* gr = g + (o + t) * I;
-        const float* ur = u + (o + t) * I;
-        for (int64_t r = job.r0; r < job.r1; r++) gr[r] = gr[r] / (1.0f + std::exp(-gr[r])) * ur[r];
-      }
+      expert_matmul(ex.gate, job, up_tiles, xg + o * H, n, g + o * I, I, s);
+      expert_matmul(ex.up, job, up_tiles, xg + o * H, n, u + o * I, I, s);
+      for (int64_t t = 0; t < n; t++) k_.silu_mul(g + (o + t) * I + job.r0, u + (o + t) * I + job.r0, job.r1 - job.r0);
     }
   });
+  const float* down_tiles = pack_experts(g, I, &Mlp::down, kTilesDown);
   const std::vector<Job> down_jobs = jobs_for(H, 64);
   pool_.parallel_for(static_cast<int64_t>(down_jobs.size()), 1, [&](int64_t b, int64_t end, int th) {
     float* s = thread_scratch(th, 4 * static_cast<size_t>(I));
     for (int64_t j = b; j < end; j++) {
       const Job& job = down_jobs[j];
       const int64_t o = offset[job.expert], n = offset[job.expert + 1] - o;
-      k_.matmul_rows(w.experts[job.expert].down, job.r0, job.r1, g + o * I, n, d + o * H + job.r0, H, s);
+      expert_matmul(w.experts[job.expert].down, job, down_tiles, g + o * I, n, d + o * H, H, s);
     }
   });
   pool_.parallel_for(T, 8, [&](int64_t b, int64_t end, int) {
