@@ -107,12 +107,75 @@ void matmul_tiles(const Matrix& w, int64_t r0, int64_t r1, const float* tiles, i
   }
 }
 
+inline __mmask32 lanes32(int64_t n) { return n >= 32 ? ~static_cast<__mmask32>(0) : (static_cast<__mmask32>(1) << n) - 1; }
+
+// x (n floats) as bf16 hi and lo halves: x = hi + lo to about 2^-17.
+void split_row(const float* x, int64_t n, uint16_t* hi, uint16_t* lo) {
+  for (int64_t k = 0; k < n; k += 32) {
+    const int64_t left = n - k;
+    const __m512 a = _mm512_maskz_loadu_ps(lanes(left), x + k);
+    const __m512 b = left > 16 ? _mm512_maskz_loadu_ps(lanes(left - 16), x + k + 16) : _mm512_setzero_ps();
+    const __m512i h = reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(b, a));
+    const __m512 a_hi = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(h)), 16));
+    const __m512 b_hi = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(h, 1)), 16));
+    const __m512i l = reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(_mm512_sub_ps(b, b_hi), _mm512_sub_ps(a, a_hi)));
+    _mm512_mask_storeu_epi16(hi + k, lanes32(left), h);
+    _mm512_mask_storeu_epi16(lo + k, lanes32(left), l);
+  }
+}
+
+// out[j] = dot(row j, x) for NR consecutive rows (row j at w + j·K), x given as its hi and lo bf16 rows.
+template <int NR>
+inline void dot_rows(const uint16_t* w, int64_t K, const uint16_t* hi, const uint16_t* lo, float* out) {
+  __m512 ah[NR], al[NR];
+  for (int j = 0; j < NR; j++) ah[j] = al[j] = _mm512_setzero_ps();
+  auto step = [&](int64_t k, auto load) {
+    const __m512bh xh = reinterpret_cast<__m512bh>(load(hi + k));
+    const __m512bh xl = reinterpret_cast<__m512bh>(load(lo + k));
+    for (int j = 0; j < NR; j++) {
+      const __m512bh wv = reinterpret_cast<__m512bh>(load(w + j * K + k));
+      ah[j] = _mm512_dpbf16_ps(ah[j], wv, xh);
+      al[j] = _mm512_dpbf16_ps(al[j], wv, xl);
+    }
+  };
+  int64_t k = 0;
+  for (; k + 32 <= K; k += 32) step(k, [](const uint16_t* p) { return _mm512_loadu_si512(p); });
+  if (k < K) {
+    const __mmask32 m = lanes32(K - k);  // masked loads only for the tail: they are slower on some cores
+    step(k, [m](const uint16_t* p) { return _mm512_maskz_loadu_epi16(m, p); });
+  }
+  for (int j = 0; j < NR; j++) out[j] = _mm512_reduce_add_ps(_mm512_add_ps(ah[j], al[j]));
+}
+
+// Few tokens (decode, and experts that got few tokens of a step): memory-bound row dots. Each token is split
+// once into hi/lo bf16 rows; then per row quad and token, one weight load feeds two vdpbf16ps per 32 columns
+// (the avx512 set widens every weight to f32 first, twice the instructions for the same bytes).
+void matmul_rows_bf16(const Matrix& w, int64_t r0, int64_t r1, const float* x, int64_t T, float* out, int64_t ldo,
+                      float* scratch) {
+  const int64_t K = w.cols;
+  if (w.dtype != DType::BF16 || T > 4) {
+    kernels_avx512().matmul_rows(w, r0, r1, x, T, out, ldo, scratch);
+    return;
+  }
+  // scratch: 4 × K floats = room for the hi and lo rows of 4 tokens.
+  auto* hi = reinterpret_cast<uint16_t*>(scratch);
+  uint16_t* lo = hi + 4 * K;
+  for (int64_t t = 0; t < T; t++) split_row(x + t * K, K, hi + t * K, lo + t * K);
+  const auto* rows = static_cast<const uint16_t*>(w.data);
+  int64_t r = r0;
+  for (; r + 4 <= r1; r += 4)
+    for (int64_t t = 0; t < T; t++) dot_rows<4>(rows + r * K, K, hi + t * K, lo + t * K, out + t * ldo + (r - r0));
+  for (; r < r1; r++)
+    for (int64_t t = 0; t < T; t++) dot_rows<1>(rows + r * K, K, hi + t * K, lo + t * K, out + t * ldo + (r - r0));
+}
+
 }  // namespace
 
 const KernelSet& kernels_avx512bf16() {
   static const KernelSet k = [] {
     KernelSet s = kernels_avx512();
     s.name = "avx512bf16";
+    s.matmul_rows = matmul_rows_bf16;
     s.tiled_floats = tiled_floats;
     s.pack_tiles = pack_tiles;
     s.matmul_tiles = matmul_tiles;

@@ -27,23 +27,25 @@ void CpuBackend::moe(const float* h, int T, const LayerWeights& w, const ModelCo
   // Routing: softmax over all E in fp32, top-k (ties to the lower index), optional renormalisation.
   std::vector<int> choice(static_cast<size_t>(T) * K);
   std::vector<float> weight(static_cast<size_t>(T) * K);
-  std::vector<int> order(E);
-  for (int t = 0; t < T; t++) {
-    float* l = logits + static_cast<int64_t>(t) * E;
-    const float mx = *std::max_element(l, l + E);
-    float sum = 0;
-    for (int e = 0; e < E; e++) sum += (l[e] = std::exp(l[e] - mx));
-    for (int e = 0; e < E; e++) l[e] /= sum;
-    std::iota(order.begin(), order.end(), 0);
-    std::partial_sort(order.begin(), order.begin() + K, order.end(),
-                      [&](int a, int b) { return l[a] > l[b] || (l[a] == l[b] && a < b); });
-    float ksum = 0;
-    for (int j = 0; j < K; j++) ksum += l[order[j]];
-    for (int j = 0; j < K; j++) {
-      choice[t * K + j] = order[j];
-      weight[t * K + j] = cfg.norm_topk_prob ? l[order[j]] / ksum : l[order[j]];
+  pool_.parallel_for(T, 32, [&](int64_t b, int64_t end, int) {
+    std::vector<int> order(E);
+    for (int64_t t = b; t < end; t++) {
+      float* l = logits + t * E;
+      const float mx = *std::max_element(l, l + E);
+      float sum = 0;
+      for (int e = 0; e < E; e++) sum += (l[e] = std::exp(l[e] - mx));
+      for (int e = 0; e < E; e++) l[e] /= sum;
+      std::iota(order.begin(), order.end(), 0);
+      std::partial_sort(order.begin(), order.begin() + K, order.end(),
+                        [&](int a, int c) { return l[a] > l[c] || (l[a] == l[c] && a < c); });
+      float ksum = 0;
+      for (int j = 0; j < K; j++) ksum += l[order[j]];
+      for (int j = 0; j < K; j++) {
+        choice[t * K + j] = order[j];
+        weight[t * K + j] = cfg.norm_topk_prob ? l[order[j]] / ksum : l[order[j]];
+      }
     }
-  }
+  });
 
   // Group assignments by expert: rows [offset[e], offset[e+1]) of the gathered matrix belong to expert e.
   std::vector<int64_t> offset(E + 1, 0);
@@ -56,7 +58,9 @@ void CpuBackend::moe(const float* h, int T, const LayerWeights& w, const ModelCo
   }
   const int64_t N = static_cast<int64_t>(T) * K;
   float* xg = scratch(kGathered, static_cast<size_t>(N) * H);
-  for (int i = 0; i < T * K; i++) std::copy(h + (i / K) * static_cast<int64_t>(H), h + (i / K + 1) * static_cast<int64_t>(H), xg + row_of[i] * H);
+  pool_.parallel_for(N, 64, [&](int64_t b, int64_t end, int) {
+    for (int64_t i = b; i < end; i++) std::copy(h + (i / K) * H, h + (i / K + 1) * H, xg + row_of[i] * H);
+  });
 
   auto jobs_for = [&](int64_t rows, int64_t block) {
     std::vector<Job> jobs;
