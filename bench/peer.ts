@@ -40,6 +40,8 @@ interface Flags {
   concurrentTokens: number;
   llamaFlashAttention: 'auto' | 'on' | 'off';
   sequential: boolean;
+  /** commander's --no-mlock. */
+  mlock: boolean;
 }
 
 interface Phase {
@@ -138,8 +140,8 @@ async function main(f: Flags): Promise<void> {
   const flashAttention = f.llamaFlashAttention === 'auto' ? 'auto' : f.llamaFlashAttention === 'on';
   const batchSize = Math.max(512, workload.prefillTokens);
   const start: Record<EngineKey, () => Promise<PeerEngine>> = {
-    moeserve: () => startMoeserve({ repoRoot: REPO_ROOT, modelDir: slice.dir, threads: f.threads, kvCacheGiB, maxModelLen }),
-    llama: () => startLlama({ gguf: slice.gguf, threads: f.threads, contextSize: maxModelLen, batchSize, flashAttention }),
+    moeserve: () => startMoeserve({ repoRoot: REPO_ROOT, modelDir: slice.dir, threads: f.threads, kvCacheGiB, maxModelLen, extraArgs: f.mlock ? ['--mlock'] : [] }),
+    llama: () => startLlama({ gguf: slice.gguf, threads: f.threads, contextSize: maxModelLen, batchSize, flashAttention, mlock: f.mlock }),
   };
   // Alternating needs both engines' weights in the page cache at once; when they would not fit, each
   // engine runs all its samples in turn instead (otherwise the figures would measure the disk).
@@ -253,6 +255,7 @@ const program = new Command('bench:peer')
   .option('--prefill-tokens <n>', 'prefill prompt length', intArg(1), DEFAULT_WORKLOAD.prefillTokens)
   .option('--decode-tokens <n>', 'single-stream output tokens', intArg(2), DEFAULT_WORKLOAD.decodeTokens)
   .option('--concurrent-tokens <n>', 'output tokens per concurrent stream', intArg(1), DEFAULT_WORKLOAD.concurrentTokens)
+  .option('--no-mlock', "leave both engines' weights unlocked (by default both lock them in RAM: moeserve --mlock, llama.cpp useMlock)")
   .option('--sequential', 'run all samples of one engine, then the other (automatic when both weight files do not fit in memory together)', false)
   .option('--llama-flash-attention <mode>', "llama.cpp's flash attention: auto (node-llama-cpp's default), on, off", choiceArg(['auto', 'on', 'off'] as const), 'auto');
 

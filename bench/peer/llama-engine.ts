@@ -17,6 +17,8 @@ export interface LlamaOptions {
   /** Tokens per llama_decode (n_batch = n_ubatch in node-llama-cpp); the prefill prompt goes in one. */
   batchSize: number;
   flashAttention: 'auto' | boolean;
+  /** Lock the weights in RAM (llama.cpp's --mlock). */
+  mlock: boolean;
 }
 
 /** node-llama-cpp's internal binding context, wrapped to count the batches it hands to llama_decode. */
@@ -45,7 +47,7 @@ function countBatches(context: LlamaContext): BatchCounter {
 
 export async function startLlama(o: LlamaOptions): Promise<PeerEngine & { llama: Llama; model: LlamaModel }> {
   const llama = await getLlama({ gpu: false, build: 'never', logLevel: LlamaLogLevel.error, progressLogs: false, maxThreads: o.threads });
-  const model = await llama.loadModel({ modelPath: o.gguf, gpuLayers: 0, useMmap: true });
+  const model = await llama.loadModel({ modelPath: o.gguf, gpuLayers: 0, useMmap: true, useMlock: o.mlock });
   const threads = { ideal: o.threads, min: o.threads };
   const single = await model.createContext({
     contextSize: o.contextSize, batchSize: o.batchSize, sequences: 1, threads, flashAttention: o.flashAttention,
@@ -119,6 +121,7 @@ export async function startLlama(o: LlamaOptions): Promise<PeerEngine & { llama:
       threads: o.threads,
       singleStreamContext: { contextSize: o.contextSize, batchSize: o.batchSize },
       flashAttention: o.flashAttention,
+      mlock: o.mlock,
       kvCacheType: 'F16 (default)',
       llamaCppBuild: llama.buildType,
       systemInfo: llama.systemInfo,

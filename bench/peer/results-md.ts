@@ -58,6 +58,9 @@ ${r.metrics.map((x) => `- **${x.label}** (${x.unit}): ${x.definition}`).join('\n
 - llama.cpp: in-process through node-llama-cpp: one context of ${r.llama.singleContextSize} tokens (batch ${r.llama.batchSize}) for prefill and decode;
   for N streams a context of N sequences generating together, held in lockstep so that every step is one \`llama_decode\`
   of all N (${r.llama.batching}). Flash attention \`${String(r.llama.flashAttention)}\`, F16 KV cache (node-llama-cpp's defaults).
+- Weights ${r.llama.describe.mlock ? 'locked in RAM on both sides (moeserve `--mlock`, node-llama-cpp `useMlock`)' : 'not locked (`--no-mlock`)'}: the OS's proactive
+  reclaim (DAMON on the VM these figures come from) otherwise pages out experts that sat idle while the other engine ran,
+  and the next sample reads them back from disk.
 - Workload: prefill ${w.prefillTokens} tokens; decode ${w.decodeTokens} tokens after a ${w.shortPromptTokens}-token prompt; ${w.concurrency.join(' / ')} streams of a
   ${w.shortPromptTokens}-token prompt + ${w.concurrentTokens} tokens each.
 

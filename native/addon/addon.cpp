@@ -17,9 +17,9 @@ constexpr const char* kVersion = "0.1.0";
 class LoadWorker : public Napi::AsyncProgressWorker<double> {
  public:
   LoadWorker(Napi::Env env, std::vector<std::string> files, ModelConfig cfg, int threads, int kv_blocks, int block_size,
-             Napi::Function on_progress)
+             bool lock, Napi::Function on_progress)
       : Napi::AsyncProgressWorker<double>(env), deferred_(Napi::Promise::Deferred::New(env)), files_(std::move(files)),
-        cfg_(std::move(cfg)), threads_(threads), kv_blocks_(kv_blocks), block_size_(block_size) {
+        cfg_(std::move(cfg)), threads_(threads), kv_blocks_(kv_blocks), block_size_(block_size), lock_(lock) {
     if (!on_progress.IsEmpty()) progress_ = Napi::Persistent(on_progress);
   }
   Napi::Promise promise() { return deferred_.Promise(); }
@@ -43,6 +43,19 @@ class LoadWorker : public Napi::AsyncProgressWorker<double> {
         }
       }
       (void)sink;
+      // Locked pages are never reclaimed, so a weight idle for a while (an expert no recent token chose) is
+      // not read back from disk when it is next needed. A failure is reported, not fatal (as llama.cpp's).
+      if (lock_) {
+        w.locked = true;
+        for (const auto& f : w.tensors->files()) {
+          const std::string err = f->lock_memory();
+          if (!err.empty()) {
+            w.locked = false;
+            w.lock_error = "mlock of " + f->path() + " failed: " + err;
+            break;
+          }
+        }
+      }
       model_ = std::make_shared<Model>(cfg_, std::move(w), std::make_unique<CpuBackend>(threads_), kv_blocks_, block_size_);
     } catch (const std::exception& e) {
       SetError(e.what());
@@ -61,6 +74,7 @@ class LoadWorker : public Napi::AsyncProgressWorker<double> {
   std::vector<std::string> files_;
   ModelConfig cfg_;
   int threads_, kv_blocks_, block_size_;
+  bool lock_;
   Napi::FunctionReference progress_;
   double total_ = 0;
   std::shared_ptr<Model> model_;
@@ -88,9 +102,10 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
       return x;
     };
     const int threads = int_opt("threads", 1), kv_blocks = int_opt("kvBlocks", 1), block_size = int_opt("blockSize", 1);
+    const bool lock = o.Get("mlock").ToBoolean().Value();
     Napi::Value prog = o.Get("onProgress");
     Napi::Function on_progress = prog.IsFunction() ? prog.As<Napi::Function>() : Napi::Function();
-    auto* w = new LoadWorker(env, std::move(files), std::move(cfg), threads, kv_blocks, block_size, on_progress);
+    auto* w = new LoadWorker(env, std::move(files), std::move(cfg), threads, kv_blocks, block_size, lock, on_progress);
     Napi::Promise p = w->promise();
     w->Queue();
     return p;

@@ -55,7 +55,11 @@ Napi::Function ModelWrap::Init(Napi::Env env) {
                                      InstanceAccessor("kvBytesPerToken", &ModelWrap::Getter, nullptr, napi_enumerable,
                                                       reinterpret_cast<void*>(2)),
                                      InstanceAccessor("weightBytes", &ModelWrap::Getter, nullptr, napi_enumerable,
-                                                      reinterpret_cast<void*>(3))});
+                                                      reinterpret_cast<void*>(3)),
+                                     InstanceAccessor("weightsLocked", &ModelWrap::Getter, nullptr, napi_enumerable,
+                                                      reinterpret_cast<void*>(4)),
+                                     InstanceAccessor("lockError", &ModelWrap::Getter, nullptr, napi_enumerable,
+                                                      reinterpret_cast<void*>(5))});
   g_ctor = new Napi::FunctionReference(Napi::Persistent(ctor));
   env.SetInstanceData<Napi::FunctionReference>(g_ctor);
   return ctor;
@@ -105,7 +109,10 @@ Napi::Value ModelWrap::Getter(const Napi::CallbackInfo& info) {
     case 0: return Napi::Number::New(env, model_->kv_blocks());
     case 1: return Napi::Number::New(env, model_->block_size());
     case 2: return Napi::Number::New(env, static_cast<double>(model_->backend().kv_bytes_per_token()));
-    default: return Napi::Number::New(env, static_cast<double>(model_->weights().bytes));
+    case 3: return Napi::Number::New(env, static_cast<double>(model_->weights().bytes));
+    case 4: return Napi::Boolean::New(env, model_->weights().locked);
+    default:
+      return model_->weights().lock_error.empty() ? env.Undefined() : Napi::String::New(env, model_->weights().lock_error);
   }
 }
 

@@ -182,6 +182,13 @@ void SafetensorsFile::advise_willneed() const {
   madvise(reinterpret_cast<void*>(aligned), end - aligned, MADV_WILLNEED);
 }
 
+std::string SafetensorsFile::lock_memory() const {
+  if (!map_) return "not mapped";
+  if (mlock(map_, size_) == 0) return "";
+  return std::string(std::strerror(errno)) +
+         (errno == ENOMEM || errno == EPERM ? " (raise `ulimit -l` or grant CAP_IPC_LOCK)" : "");
+}
+
 void TensorSet::add(std::unique_ptr<SafetensorsFile> f) {
   for (const auto& t : f->tensors()) {  // check everything before changing anything
     auto it = by_name_.find(t.name);

@@ -54,6 +54,8 @@ class SafetensorsFile {  // owns one read-only mmap
   const std::string& path() const { return path_; }
   size_t file_size() const { return size_; }
   void advise_willneed() const;  // madvise(WILLNEED) over the data region; a hint, never fails
+  // mlock() of the whole mapping (faults it in; munmap unlocks): "" on success, else the reason.
+  std::string lock_memory() const;
 
  private:
   SafetensorsFile() = default;

@@ -38,6 +38,9 @@ struct ModelWeights {
   std::vector<float> final_norm;
   std::vector<LayerWeights> layers;
   size_t bytes = 0;
+  // --mlock: whether every file is locked in RAM, else why not ("" when it was not asked for).
+  bool locked = false;
+  std::string lock_error;
 };
 
 // Opens every file, validates it, and resolves every tensor the config needs (throws LoadError naming file and tensor).

@@ -28,6 +28,8 @@ export interface LoadModelOptions {
   enablePrefixCaching?: boolean;
   /** 'auto': sampling defaults from generation_config.json (vLLM's default); 'vllm'/'none': OpenAI's. */
   generationConfig?: 'auto' | 'vllm' | 'none';
+  /** Lock the weights in RAM (mlock), as llama.cpp's --mlock. */
+  mlock?: boolean;
   onProgress?: (done: number, total: number) => void;
 }
 
@@ -46,6 +48,8 @@ export interface LoadedModel {
   maxNumSeqs: number;
   maxNumBatchedTokens: number;
   enablePrefixCaching: boolean;
+  /** --mlock: 'off', 'locked', or why locking failed (the model runs unlocked then). */
+  mlock: string;
 }
 
 function samplingDefaultsFrom(dir: string): Partial<SamplingDefaults> {
@@ -100,6 +104,7 @@ export async function loadServedModel(options: LoadModelOptions): Promise<Loaded
     threads,
     kvBlocks: plan.blocks,
     blockSize,
+    mlock: options.mlock ?? false,
     onProgress: options.onProgress,
   });
   try {
@@ -117,6 +122,7 @@ export async function loadServedModel(options: LoadModelOptions): Promise<Loaded
     return {
       config, engine, tokenizer, template, maxModelLen, samplingDefaults, kv, kvBlocks: native.kvBlocks, blockSize: native.blockSize, threads,
       maxNumSeqs, maxNumBatchedTokens, enablePrefixCaching,
+      mlock: !options.mlock ? 'off' : native.weightsLocked ? 'locked' : (native.lockError ?? 'not locked'),
     };
   } catch (err) {
     native.close();

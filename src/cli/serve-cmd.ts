@@ -32,6 +32,7 @@ export interface ServeOptions {
   toolCallParser: 'hermes' | 'none';
   /** Accepted for vLLM compatibility: tool_choice 'auto' is always served when a tool-call parser is on. */
   enableAutoToolChoice?: boolean;
+  mlock?: boolean;
 }
 
 export async function serve(modelDirArg: string | undefined, opts: ServeOptions): Promise<void> {
@@ -48,9 +49,12 @@ export async function serve(modelDirArg: string | undefined, opts: ServeOptions)
     maxNumBatchedTokens: opts.maxNumBatchedTokens,
     enablePrefixCaching: opts.prefixCaching,
     generationConfig: opts.generationConfig,
+    mlock: opts.mlock,
     onProgress: (done, total) => progress.update(done, total),
   }).finally(() => progress.stop());
   console.log(describeKvPlan(loaded.kv, loaded.maxModelLen));
+  if (loaded.mlock === 'locked') console.log('weights locked in RAM (--mlock)');
+  else if (loaded.mlock !== 'off') console.warn(`warning: --mlock: ${loaded.mlock}; serving with unlocked weights`);
   console.log(
     `scheduler: max-num-seqs ${loaded.maxNumSeqs}, max-num-batched-tokens ${loaded.maxNumBatchedTokens}, ` +
       `prefix caching ${loaded.enablePrefixCaching ? 'on' : 'off'}`,
@@ -119,6 +123,7 @@ export function serveCommand(): Command {
       intArg(1),
       DEFAULT_MAX_NUM_BATCHED_TOKENS,
     )
+    .option('--mlock', 'lock the weights in RAM so that the OS never pages out an idle expert (as llama.cpp)')
     .option('--no-prefix-caching', 'turn off automatic prefix caching (reuse of the KV of earlier prompts)')
     .option(
       '--generation-config <source>',

@@ -35,6 +35,8 @@ export interface LoadOptions {
   /** Number of KV blocks in the pool and tokens per block. */
   kvBlocks: number;
   blockSize: number;
+  /** Lock the weights in RAM (mlock) so that idle experts are never paged out; a failure is reported, not fatal. */
+  mlock?: boolean;
   /** Called from the JS thread as weights are validated and paged in. */
   onProgress?: (done: number, total: number) => void;
 }
@@ -140,6 +142,9 @@ export interface NativeModel {
   /** Bytes of KV cache per token (all layers, K and V). */
   readonly kvBytesPerToken: number;
   readonly weightBytes: number;
+  /** Whether the weights are locked in RAM (LoadOptions.mlock), and why not when that failed. */
+  readonly weightsLocked: boolean;
+  readonly lockError: string | undefined;
 }
 
 export interface Addon {

@@ -74,6 +74,8 @@ export function reference(prompt: number[], o: { maxTokens: number; temperature:
 export class FakeModel implements NativeModel {
   readonly kvBytesPerToken = 4;
   readonly weightBytes = 0;
+  readonly weightsLocked = false;
+  readonly lockError = undefined;
   readonly kv: Int32Array;
   readonly batches: StepBatch[] = [];
   readonly violations: string[] = [];

@@ -19,6 +19,8 @@ class MaskingModel implements NativeModel {
   get blockSize() { return this.inner.blockSize; }
   get kvBytesPerToken() { return this.inner.kvBytesPerToken; }
   get weightBytes() { return this.inner.weightBytes; }
+  get weightsLocked() { return this.inner.weightsLocked; }
+  get lockError() { return this.inner.lockError; }
   close() { this.inner.close(); }
   async step(b: StepBatch): Promise<StepResult> {
     this.batches.push(b);
