@@ -32,30 +32,58 @@ size_t tiled_floats(int64_t T, int64_t K, DType dt) {
   return static_cast<size_t>((T + kTileTokens - 1) / kTileTokens * kTileTokens * K);
 }
 
+// In place: r[j] lane i ← r[i] lane j (16 × 16 u32): 32- and 64-bit interleaves within 128-bit lanes, then a
+// 4 × 4 transpose of the lanes; 64 shuffles (16 scatters of 16 elements cost several times more).
+inline void transpose16(__m512i* r) {
+  __m512i a[16], b[16];
+  for (int k = 0; k < 8; k++) {
+    a[2 * k] = _mm512_unpacklo_epi32(r[2 * k], r[2 * k + 1]);
+    a[2 * k + 1] = _mm512_unpackhi_epi32(r[2 * k], r[2 * k + 1]);
+  }
+  // b[4k + j], 128-bit lane L: column 4L + j of rows 4k .. 4k+3.
+  for (int k = 0; k < 4; k++) {
+    b[4 * k] = _mm512_unpacklo_epi64(a[4 * k], a[4 * k + 2]);
+    b[4 * k + 1] = _mm512_unpackhi_epi64(a[4 * k], a[4 * k + 2]);
+    b[4 * k + 2] = _mm512_unpacklo_epi64(a[4 * k + 1], a[4 * k + 3]);
+    b[4 * k + 3] = _mm512_unpackhi_epi64(a[4 * k + 1], a[4 * k + 3]);
+  }
+  for (int j = 0; j < 4; j++) {
+    const __m512i x0 = _mm512_shuffle_i32x4(b[j], b[4 + j], 0x44), x1 = _mm512_shuffle_i32x4(b[j], b[4 + j], 0xEE);
+    const __m512i x2 = _mm512_shuffle_i32x4(b[8 + j], b[12 + j], 0x44), x3 = _mm512_shuffle_i32x4(b[8 + j], b[12 + j], 0xEE);
+    r[j] = _mm512_shuffle_i32x4(x0, x2, 0x88);
+    r[4 + j] = _mm512_shuffle_i32x4(x0, x2, 0xDD);
+    r[8 + j] = _mm512_shuffle_i32x4(x1, x3, 0x88);
+    r[12 + j] = _mm512_shuffle_i32x4(x1, x3, 0xDD);
+  }
+}
+
 void pack_tiles(const float* x, int64_t T, int64_t K, int64_t tile0, int64_t tile1, float* buf) {
-  // Lane p of a 32-column chunk goes to pair p of the tile: 32 u32 (hi block + lo block) per pair.
-  const __m512i pair_offset = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
-                                                 _mm512_set1_epi32(2 * kTileTokens));
   for (int64_t tile = tile0; tile < tile1; tile++) {
     uint32_t* dst = reinterpret_cast<uint32_t*>(buf) + tile * kTileTokens * K;
-    for (int64_t tt = 0; tt < kTileTokens; tt++) {
-      const int64_t t = tile * kTileTokens + tt;
-      for (int64_t k = 0; k < K; k += 32) {
-        const int64_t left = K - k;  // even, > 0
+    for (int64_t k = 0; k < K; k += 32) {
+      const int64_t left = K - k;  // even, > 0
+      // Per token, its 16 column pairs k .. k+31 as u32 (hi and lo); then transposed to 16 tokens per pair.
+      __m512i hi[kTileTokens], lo[kTileTokens];
+      for (int64_t tt = 0; tt < kTileTokens; tt++) {
+        const int64_t t = tile * kTileTokens + tt;
         __m512 a = _mm512_setzero_ps(), b = a;
         if (t < T) {
           a = _mm512_maskz_loadu_ps(lanes(left), x + t * K + k);
           if (left > 16) b = _mm512_maskz_loadu_ps(lanes(left - 16), x + t * K + k + 16);
         }
         // Columns k..k+15 come from a (the second operand fills the low half), k+16..k+31 from b.
-        const __m512i hi = reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(b, a));
-        const __m512 a_hi = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(hi)), 16));
-        const __m512 b_hi = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(hi, 1)), 16));
-        const __m512i lo = reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(_mm512_sub_ps(b, b_hi), _mm512_sub_ps(a, a_hi)));
-        uint32_t* at = dst + (k / 2) * 2 * kTileTokens + tt;
-        const __mmask16 pairs = lanes(left / 2);
-        _mm512_mask_i32scatter_epi32(at, pairs, pair_offset, hi, 4);
-        _mm512_mask_i32scatter_epi32(at + kTileTokens, pairs, pair_offset, lo, 4);
+        hi[tt] = reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(b, a));
+        const __m512 a_hi = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(hi[tt])), 16));
+        const __m512 b_hi = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(hi[tt], 1)), 16));
+        lo[tt] = reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(_mm512_sub_ps(b, b_hi), _mm512_sub_ps(a, a_hi)));
+      }
+      transpose16(hi);
+      transpose16(lo);
+      const int64_t pairs = std::min<int64_t>(16, left / 2);
+      for (int64_t p = 0; p < pairs; p++) {
+        uint32_t* at = dst + (k / 2 + p) * 2 * kTileTokens;
+        _mm512_storeu_si512(at, hi[p]);
+        _mm512_storeu_si512(at + kTileTokens, lo[p]);
       }
     }
   }
