@@ -177,7 +177,13 @@ class LlmEngine implements LlmEngineHandle {
         const guides = await fillGuideMasks(batch, out.chunks, this.vocabSize);
         let result: StepResult;
         try {
-          result = await this.model.step(batch);
+          const running = this.model.step(batch);
+          running.catch(() => undefined); // handled below; a rejection must not count as unhandled meanwhile
+          // While the native step runs on its worker threads, the consumers turn the previous step's events
+          // into text and SSE chunks (and I/O, timers and aborts get their turn, also when a model resolves
+          // without touching the event loop).
+          await yieldToEventLoop();
+          result = await running;
           checkStepResult(batch, result);
         } catch (e) {
           this.failSequences(out.chunks.map((c) => c.seq), e);
@@ -187,9 +193,6 @@ class LlmEngine implements LlmEngineHandle {
         this.scheduler.stepDone(out);
         const guidedAtLength = this.postprocess(out, batch, result, guides);
         await this.finishAtLength(guidedAtLength);
-        // A step may resolve without touching the event loop (e.g. a synchronous model):
-        // let I/O, timers and aborts in between steps.
-        await yieldToEventLoop();
       } catch (e) {
         // A bug in the policy must not take the server down: fail what is in flight, go on.
         this.failSequences([...this.live], e);
