@@ -1,6 +1,6 @@
 // moeserve vs llama.cpp, side by side on the same weights, machine and threads (issue 5).
 //
-//   npm run bench:peer [-- --runs 3] [-- --layers 8] [-- --quick] [-- --help]
+//   npm run bench:peer [-- --runs 4] [-- --layers 8] [-- --quick] [-- --help]
 //
 // Generates (once, into bench/.cache/) a checkpoint with Tongyi DeepResearch 30B-A3B's real layer
 // shapes but few layers, and its BF16 GGUF; serves it with `moeserve serve` (child process, HTTP,
@@ -248,7 +248,9 @@ async function main(f: Flags): Promise<void> {
 const program = new Command('bench:peer')
   .description('moeserve vs llama.cpp on the same weights, machine and threads (issue 5)')
   .option('--layers <n>', 'layers of the slice checkpoint (2; 8 is the larger variant)', intArg(1), 2)
-  .option('--runs <n>', 'runs per figure (the median is reported)', intArg(1), 3)
+  // Even by default: the engine that runs second in a pair is often slower on this VM, and the order
+  // alternates from run to run, so an even count gives each engine the first slot equally often.
+  .option('--runs <n>', 'runs per figure (the median is reported; even keeps the order fair)', intArg(1), 4)
   .option('--quick', '1 run, 16 streams only; writes bench/results/ but not bench/RESULTS.md', false)
   .option('--threads <n>', 'threads of both engines', intArg(1), 2)
   .option('--concurrency <list>', 'concurrent stream counts', intListArg, DEFAULT_WORKLOAD.concurrency)

@@ -64,7 +64,7 @@ ${r.metrics.map((x) => `- **${x.label}** (${x.unit}): ${x.definition}`).join('\n
 - Workload: prefill ${w.prefillTokens} tokens; decode ${w.decodeTokens} tokens after a ${w.shortPromptTokens}-token prompt; ${w.concurrency.join(' / ')} streams of a
   ${w.shortPromptTokens}-token prompt + ${w.concurrentTokens} tokens each.
 
-Re-run: \`npm run bench:peer\` (about 10 minutes on an idle 2-core machine; \`-- --runs 5\`, \`-- --layers 8\`, \`-- --quick\`, \`-- --help\`).
+Re-run: \`npm run bench:peer\` (about 12 minutes on an idle 2-core machine; \`-- --runs 6\`, \`-- --layers 8\`, \`-- --quick\`, \`-- --help\`).
 `;
 }
 
