@@ -1,5 +1,5 @@
 // AVX-512 BF16: a tiled GEMM on bf16 weights used in place (prefill projections, the experts of a batched
-// MoE step, the lm_head over several rows). Everything else is the avx512 set. Compiled with -mavx512bf16 on
+// MoE step, the lm_head over several rows) and row dots for 1-4 tokens (decode). Everything else is the avx512 set. Compiled with -mavx512bf16 on
 // top of the avx512 set's flags; selected only after cpu-features.cpp has seen AVX512_BF16.
 //
 // A packed tile holds kTileTokens = 16 tokens of x (T × K, K even). For each column pair p = (2p, 2p+1) it
@@ -30,6 +30,15 @@ inline __mmask16 lanes(int64_t n) { return n >= 16 ? static_cast<__mmask16>(0xff
 size_t tiled_floats(int64_t T, int64_t K, DType dt) {
   if (dt != DType::BF16 || K % 2 != 0 || T < kMinTiledTokens) return 0;
   return static_cast<size_t>((T + kTileTokens - 1) / kTileTokens * kTileTokens * K);
+}
+
+// 32 floats (a: columns 0-15, b: 16-31) as bf16 hi and lo halves, x = hi + lo to about 2^-17 relative; the
+// bf16 of column c sits at element c (u32 lane c / 2 holds columns c and c + 1).
+inline void split32(__m512 a, __m512 b, __m512i& hi, __m512i& lo) {
+  hi = reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(b, a));  // the second operand fills the low half
+  const __m512 a_hi = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(hi)), 16));
+  const __m512 b_hi = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(hi, 1)), 16));
+  lo = reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(_mm512_sub_ps(b, b_hi), _mm512_sub_ps(a, a_hi)));
 }
 
 // In place: r[j] lane i ← r[i] lane j (16 × 16 u32): 32- and 64-bit interleaves within 128-bit lanes, then a
@@ -71,11 +80,7 @@ void pack_tiles(const float* x, int64_t T, int64_t K, int64_t tile0, int64_t til
           a = _mm512_maskz_loadu_ps(lanes(left), x + t * K + k);
           if (left > 16) b = _mm512_maskz_loadu_ps(lanes(left - 16), x + t * K + k + 16);
         }
-        // Columns k..k+15 come from a (the second operand fills the low half), k+16..k+31 from b.
-        hi[tt] = reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(b, a));
-        const __m512 a_hi = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(hi[tt])), 16));
-        const __m512 b_hi = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(hi[tt], 1)), 16));
-        lo[tt] = reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(_mm512_sub_ps(b, b_hi), _mm512_sub_ps(a, a_hi)));
+        split32(a, b, hi[tt], lo[tt]);
       }
       transpose16(hi);
       transpose16(lo);
@@ -143,10 +148,8 @@ void split_row(const float* x, int64_t n, uint16_t* hi, uint16_t* lo) {
     const int64_t left = n - k;
     const __m512 a = _mm512_maskz_loadu_ps(lanes(left), x + k);
     const __m512 b = left > 16 ? _mm512_maskz_loadu_ps(lanes(left - 16), x + k + 16) : _mm512_setzero_ps();
-    const __m512i h = reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(b, a));
-    const __m512 a_hi = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(h)), 16));
-    const __m512 b_hi = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(h, 1)), 16));
-    const __m512i l = reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(_mm512_sub_ps(b, b_hi), _mm512_sub_ps(a, a_hi)));
+    __m512i h, l;
+    split32(a, b, h, l);
     _mm512_mask_storeu_epi16(hi + k, lanes32(left), h);
     _mm512_mask_storeu_epi16(lo + k, lanes32(left), l);
   }

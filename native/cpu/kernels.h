@@ -1,5 +1,6 @@
 // The CPU's innermost loops, one set per instruction-set level, chosen once at run time (cpu-features.cpp).
-// Every set computes the same math in f32 (weights widened exactly from bf16/f16); only summation order differs.
+// Every set computes the same math in f32 (weights widened exactly from bf16/f16); only summation order differs,
+// except that avx512bf16 carries activations into its bf16 matmuls as hi + lo bf16 pairs (about 2^-17 relative).
 #pragma once
 #include <cstdint>
 
