@@ -1,17 +1,11 @@
 // Bytes of weights one decoded token must read (each weight it uses, once): the figure that, divided by
 // the time per token, says how close decode comes to the memory bandwidth.
+import type { MakeModelOptions } from '../../src/model/make-model.ts';
 
-export interface DecodeShape {
-  layers: number;
-  hidden: number;
-  heads: number;
-  kvHeads: number;
-  headDim: number;
-  vocab: number;
-  experts: number;
-  topK: number;
-  moeIntermediate: number;
-}
+/** The checkpoint dimensions that decide it: the generator's own options (src/model/make-model.ts), all given. */
+export type DecodeShape = Required<
+  Pick<MakeModelOptions, 'layers' | 'hidden' | 'heads' | 'kvHeads' | 'headDim' | 'vocab' | 'experts' | 'topK' | 'moeIntermediate'>
+>;
 
 export interface DecodeBytes {
   /** q, k, v, o projections of every layer. */

@@ -185,8 +185,9 @@ void SafetensorsFile::advise_willneed() const {
 std::string SafetensorsFile::lock_memory() const {
   if (!map_) return "not mapped";
   if (mlock(map_, size_) == 0) return "";
-  return std::string(std::strerror(errno)) +
-         (errno == ENOMEM || errno == EPERM ? " (raise `ulimit -l` or grant CAP_IPC_LOCK)" : "");
+  const int err = errno;  // before strerror, which may touch errno
+  return std::string(std::strerror(err)) +
+         (err == ENOMEM || err == EPERM ? " (raise `ulimit -l` or grant CAP_IPC_LOCK)" : "");
 }
 
 void TensorSet::add(std::unique_ptr<SafetensorsFile> f) {
