@@ -17,9 +17,9 @@ constexpr const char* kVersion = "0.1.0";
 class LoadWorker : public Napi::AsyncProgressWorker<double> {
  public:
   LoadWorker(Napi::Env env, std::vector<std::string> files, ModelConfig cfg, int threads, int kv_blocks, int block_size,
-             bool lock, Napi::Function on_progress)
+             bool lock, bool code, Napi::Function on_progress)
       : Napi::AsyncProgressWorker<double>(env), deferred_(Napi::Promise::Deferred::New(env)), files_(std::move(files)),
-        cfg_(std::move(cfg)), threads_(threads), kv_blocks_(kv_blocks), block_size_(block_size), lock_(lock) {
+        cfg_(std::move(cfg)), threads_(threads), kv_blocks_(kv_blocks), block_size_(block_size), lock_(lock), code_(code) {
     if (!on_progress.IsEmpty()) progress_ = Napi::Persistent(on_progress);
   }
   Napi::Promise promise() { return deferred_.Promise(); }
@@ -43,20 +43,12 @@ class LoadWorker : public Napi::AsyncProgressWorker<double> {
         }
       }
       (void)sink;
+      auto backend = std::make_unique<CpuBackend>(threads_);
+      backend->prepare_weights(w, code_);
       // Locked pages are never reclaimed, so a weight idle for a while (an expert no recent token chose) is
       // not read back from disk when it is next needed. A failure is reported, not fatal (as llama.cpp's).
-      if (lock_) {
-        w.locked = true;
-        for (const auto& f : w.tensors->files()) {
-          const std::string err = f->lock_memory();
-          if (!err.empty()) {
-            w.locked = false;
-            w.lock_error = "mlock of " + f->path() + " failed: " + err;
-            break;
-          }
-        }
-      }
-      model_ = std::make_shared<Model>(cfg_, std::move(w), std::make_unique<CpuBackend>(threads_), kv_blocks_, block_size_);
+      if (lock_) lock_weights(w);
+      model_ = std::make_shared<Model>(cfg_, std::move(w), std::move(backend), kv_blocks_, block_size_);
     } catch (const std::exception& e) {
       SetError(e.what());
     }
@@ -74,7 +66,7 @@ class LoadWorker : public Napi::AsyncProgressWorker<double> {
   std::vector<std::string> files_;
   ModelConfig cfg_;
   int threads_, kv_blocks_, block_size_;
-  bool lock_;
+  bool lock_, code_;
   Napi::FunctionReference progress_;
   double total_ = 0;
   std::shared_ptr<Model> model_;
@@ -103,9 +95,11 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
     };
     const int threads = int_opt("threads", 1), kv_blocks = int_opt("kvBlocks", 1), block_size = int_opt("blockSize", 1);
     const bool lock = o.Get("mlock").ToBoolean().Value();
+    // Coding bf16 weights is on unless codeWeights is false.
+    const bool code = !o.Get("codeWeights").IsBoolean() || o.Get("codeWeights").ToBoolean().Value();
     Napi::Value prog = o.Get("onProgress");
     Napi::Function on_progress = prog.IsFunction() ? prog.As<Napi::Function>() : Napi::Function();
-    auto* w = new LoadWorker(env, std::move(files), std::move(cfg), threads, kv_blocks, block_size, lock, on_progress);
+    auto* w = new LoadWorker(env, std::move(files), std::move(cfg), threads, kv_blocks, block_size, lock, code, on_progress);
     Napi::Promise p = w->promise();
     w->Queue();
     return p;

@@ -59,7 +59,9 @@ Napi::Function ModelWrap::Init(Napi::Env env) {
                                      InstanceAccessor("weightsLocked", &ModelWrap::Getter, nullptr, napi_enumerable,
                                                       reinterpret_cast<void*>(4)),
                                      InstanceAccessor("lockError", &ModelWrap::Getter, nullptr, napi_enumerable,
-                                                      reinterpret_cast<void*>(5))});
+                                                      reinterpret_cast<void*>(5)),
+                                     InstanceAccessor("codedWeights", &ModelWrap::Getter, nullptr, napi_enumerable,
+                                                      reinterpret_cast<void*>(6))});
   g_ctor = new Napi::FunctionReference(Napi::Persistent(ctor));
   env.SetInstanceData<Napi::FunctionReference>(g_ctor);
   return ctor;
@@ -111,6 +113,15 @@ Napi::Value ModelWrap::Getter(const Napi::CallbackInfo& info) {
     case 2: return Napi::Number::New(env, static_cast<double>(model_->backend().kv_bytes_per_token()));
     case 3: return Napi::Number::New(env, static_cast<double>(model_->weights().bytes));
     case 4: return Napi::Boolean::New(env, model_->weights().locked);
+    case 6: {
+      const ModelWeights& w = model_->weights();
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("matrices", Napi::Number::New(env, static_cast<double>(w.coded.size())));
+      o.Set("sourceBytes", Napi::Number::New(env, static_cast<double>(w.coded_source_bytes)));
+      o.Set("codedBytes", Napi::Number::New(env, static_cast<double>(w.coded_bytes)));
+      o.Set("escapes", Napi::Number::New(env, static_cast<double>(w.coded_escapes)));
+      return o;
+    }
     default:
       return model_->weights().lock_error.empty() ? env.Undefined() : Napi::String::New(env, model_->weights().lock_error);
   }

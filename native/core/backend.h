@@ -29,6 +29,12 @@ class Backend {
   virtual std::string name() const = 0;
   // Allocates the paged KV pool: per layer, num_blocks × block_size slots of K and V.
   virtual void init_kv(const ModelConfig& cfg, int num_blocks, int block_size) = 0;
+  // Once after load, before the first step: the backend may re-lay weights where that pays (the CPU backend
+  // codes bf16 matrices, core/coded-bf16.h, when code_bf16 is set and its kernels read them). Default: as they are.
+  virtual void prepare_weights(ModelWeights& w, bool code_bf16) {
+    (void)w;
+    (void)code_bf16;
+  }
   virtual size_t kv_bytes_per_token() const = 0;
   // Named scratch buffers reused across steps (grown on demand, never shrunk).
   virtual float* scratch(int slot, size_t n) = 0;

@@ -184,10 +184,21 @@ void SafetensorsFile::advise_willneed() const {
 
 std::string SafetensorsFile::lock_memory() const {
   if (!map_) return "not mapped";
-  if (mlock(map_, size_) == 0) return "";
+  return lock_range(map_, size_);
+}
+
+std::string lock_range(const void* p, size_t n) {
+  if (mlock(p, n) == 0) return "";  // Linux rounds p down to its page
   const int err = errno;  // before strerror, which may touch errno
   return std::string(std::strerror(err)) +
          (err == ENOMEM || err == EPERM ? " (raise `ulimit -l` or grant CAP_IPC_LOCK)" : "");
+}
+
+void release_range(const void* p, size_t n) {
+  const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  const uintptr_t start = (reinterpret_cast<uintptr_t>(p) + page - 1) & ~(page - 1);
+  const uintptr_t end = (reinterpret_cast<uintptr_t>(p) + n) & ~(page - 1);
+  if (end > start) madvise(reinterpret_cast<void*>(start), end - start, MADV_DONTNEED);
 }
 
 void TensorSet::add(std::unique_ptr<SafetensorsFile> f) {

@@ -84,6 +84,12 @@ class TensorSet {  // every file of one checkpoint
   size_t total_bytes_ = 0;
 };
 
+// mlock() of [p, p + n): "" on success, else the reason.
+std::string lock_range(const void* p, size_t n);
+// Drops the whole pages inside [p, p + n) of a read-only file mapping from this process (they stay readable:
+// a later access faults them back in from the page cache or the file).
+void release_range(const void* p, size_t n);
+
 std::string shape_str(const std::vector<int64_t>& shape);  // "[a, b]"
 
 }  // namespace moe

@@ -1,6 +1,7 @@
 #include "core/weights.h"
 
 #include <cstring>
+#include <unordered_set>
 
 #include "core/half.h"
 
@@ -69,6 +70,52 @@ ModelWeights load_weights(const std::vector<std::string>& files, const ModelConf
   }
   w.bytes = ts.total_bytes();
   return w;
+}
+
+std::vector<Matrix*> weight_matrices(ModelWeights& w) {
+  std::vector<Matrix*> out;
+  if (w.lm_head.data != w.embed.data) out.push_back(&w.lm_head);  // a tied lm_head is also the embedding table
+  auto mlp_of = [&](Mlp& m) {
+    out.push_back(&m.gate);
+    out.push_back(&m.up);
+    out.push_back(&m.down);
+  };
+  for (LayerWeights& L : w.layers) {
+    for (Matrix* m : {&L.q, &L.k, &L.v, &L.o}) out.push_back(m);
+    if (L.moe) {
+      for (Mlp& e : L.experts) mlp_of(e);
+    } else {
+      mlp_of(L.dense);
+    }
+  }
+  return out;
+}
+
+void lock_weights(ModelWeights& w) {
+  std::unordered_set<const void*> replaced;
+  for (const auto& c : w.coded) replaced.insert(c->source);
+  std::string err;
+  for (const auto& f : w.tensors->files()) {
+    bool whole = true;
+    for (const auto& t : f->tensors()) whole = whole && !replaced.count(t.data);
+    if (whole) {
+      if (!(err = f->lock_memory()).empty()) err = "mlock of " + f->path() + " failed: " + err;
+    } else {
+      for (const auto& t : f->tensors()) {
+        if (replaced.count(t.data)) continue;
+        if (!(err = lock_range(t.data, t.nbytes)).empty()) {
+          err = "mlock of " + t.name + " in " + f->path() + " failed: " + err;
+          break;
+        }
+      }
+    }
+    if (!err.empty()) break;
+  }
+  for (size_t i = 0; err.empty() && i < w.coded.size(); i++) {
+    if (!(err = lock_range(w.coded[i]->data.get(), w.coded[i]->bytes())).empty()) err = "mlock of the coded weights failed: " + err;
+  }
+  w.locked = err.empty();
+  w.lock_error = err;
 }
 
 }  // namespace moe

@@ -15,6 +15,7 @@ class CpuBackend : public Backend {
   std::string name() const override;
   void init_kv(const ModelConfig& cfg, int num_blocks, int block_size) override;
   size_t kv_bytes_per_token() const override;
+  void prepare_weights(ModelWeights& w, bool code_bf16) override;  // coding-cpu.cpp
   float* scratch(int slot, size_t n) override;
   int workers() const override { return pool_.size(); }
   void for_rows(int64_t n, const std::function<void(int64_t, int64_t, int)>& fn) override { pool_.parallel_for(n, 1, fn); }

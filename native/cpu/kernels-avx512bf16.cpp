@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "cpu/coded-avx512bf16.h"
 #include "cpu/kernels.h"
 
 namespace moe {
@@ -101,12 +102,16 @@ inline __m512bh broadcast_pair(const uint16_t* w) {
 }
 
 // out[t * ldo + i] = dot(row i, token t) for RB rows (row i at w + i * K) and the n live tokens of one tile.
+// Meanwhile, up to one cache line per two column pairs of [pf, pf + pf_bytes) is prefetched into L2 (the coded
+// rows decoded next: their reads then overlap this compute instead of following it).
 template <int RB>
-inline void tile_rows(const uint16_t* w, int64_t K, const uint32_t* tile, float* out, int64_t ldo, int64_t n) {
+inline void tile_rows(const uint16_t* w, int64_t K, const uint32_t* tile, float* out, int64_t ldo, int64_t n,
+                      const uint8_t* pf = nullptr, int64_t pf_bytes = 0) {
   __m512 ah[RB], al[RB];
   for (int i = 0; i < RB; i++) ah[i] = al[i] = _mm512_setzero_ps();
   const int64_t pairs = K / 2;
   for (int64_t p = 0; p < pairs; p++) {
+    if (p % 2 == 0 && p * 32 < pf_bytes) _mm_prefetch(reinterpret_cast<const char*>(pf + p * 32), _MM_HINT_T1);
     const uint32_t* xp = tile + p * 2 * kTileTokens;
     const __m512bh xh = reinterpret_cast<__m512bh>(_mm512_loadu_si512(xp));
     const __m512bh xl = reinterpret_cast<__m512bh>(_mm512_loadu_si512(xp + kTileTokens));
@@ -123,9 +128,37 @@ inline void tile_rows(const uint16_t* w, int64_t K, const uint32_t* tile, float*
   }
 }
 
+// Coded weights: kTileRows rows at a time decoded into a per-thread buffer (in L1) that stands in for them,
+// while the first tile's pass prefetches the coded bytes of the next kTileRows rows.
+void matmul_tiles_coded(const CodedBf16& c, int64_t r0, int64_t r1, const uint32_t* base, int64_t T, float* out,
+                        int64_t ldo) {
+  const int64_t K = c.cols;
+  uint16_t* rows = coded::row_buffer(static_cast<size_t>(kTileRows * K));
+  for (int64_t b0 = r0; b0 < r1; b0 += kTileRows) {
+    const int64_t b1 = std::min(r1, b0 + kTileRows);
+    coded::decode_rows(c, b0, b1, rows);
+    const int64_t next = std::min(r1 - b1, kTileRows) * c.stride;
+    for (int64_t t0 = 0; t0 < T; t0 += kTileTokens) {
+      const uint32_t* tile = base + t0 * K;
+      const int64_t n = std::min(kTileTokens, T - t0);
+      float* o = out + t0 * ldo + (b0 - r0);
+      const uint8_t* pf = t0 == 0 && next > 0 ? c.row(b1) : nullptr;
+      if (b1 - b0 == kTileRows) {
+        tile_rows<kTileRows>(rows, K, tile, o, ldo, n, pf, pf ? next : 0);
+      } else {
+        for (int64_t r = b0; r < b1; r++) tile_rows<1>(rows + (r - b0) * K, K, tile, o + (r - b0), ldo, n);
+      }
+    }
+  }
+}
+
 void matmul_tiles(const Matrix& w, int64_t r0, int64_t r1, const float* tiles, int64_t T, float* out, int64_t ldo) {
   const int64_t K = w.cols;
   const auto* base = reinterpret_cast<const uint32_t*>(tiles);
+  if (w.coded) {
+    matmul_tiles_coded(*w.coded, r0, r1, base, T, out, ldo);
+    return;
+  }
   const auto* rows = static_cast<const uint16_t*>(w.data);
   for (int64_t c0 = r0; c0 < r1; c0 += kChunkRows) {
     const int64_t c1 = std::min(r1, c0 + kChunkRows);
@@ -178,12 +211,36 @@ inline void dot_rows(const uint16_t* w, int64_t K, const uint16_t* hi, const uin
   for (int j = 0; j < NR; j++) out[j] = _mm512_reduce_add_ps(_mm512_add_ps(ah[j], al[j]));
 }
 
+// Coded weights, any number of tokens (the tiled path takes 6 and more), in groups of up to 4.
+void matmul_rows_coded(const CodedBf16& c, int64_t r0, int64_t r1, const float* x, int64_t T, float* out, int64_t ldo,
+                       float* scratch) {
+  const int64_t K = c.cols;
+  auto* hi = reinterpret_cast<uint16_t*>(scratch);
+  uint16_t* lo = hi + 4 * K;
+  for (int64_t t0 = 0; t0 < T; t0 += 4) {
+    const int64_t nt = std::min<int64_t>(4, T - t0);
+    for (int64_t t = 0; t < nt; t++) split_row(x + (t0 + t) * K, K, hi + t * K, lo + t * K);
+    const float* xt = x + t0 * K;
+    float* o = out + t0 * ldo;
+    switch (nt) {
+      case 1: coded::rows_for_tokens<1>(c, r0, r1, xt, hi, lo, o, ldo); break;
+      case 2: coded::rows_for_tokens<2>(c, r0, r1, xt, hi, lo, o, ldo); break;
+      case 3: coded::rows_for_tokens<3>(c, r0, r1, xt, hi, lo, o, ldo); break;
+      default: coded::rows_for_tokens<4>(c, r0, r1, xt, hi, lo, o, ldo); break;
+    }
+  }
+}
+
 // Few tokens (decode, and experts that got few tokens of a step): memory-bound row dots. Each token is split
 // once into hi/lo bf16 rows; then per row quad and token, one weight load feeds two vdpbf16ps per 32 columns
 // (the avx512 set widens every weight to f32 first, twice the instructions for the same bytes).
 void matmul_rows_bf16(const Matrix& w, int64_t r0, int64_t r1, const float* x, int64_t T, float* out, int64_t ldo,
                       float* scratch) {
   const int64_t K = w.cols;
+  if (w.coded) {
+    matmul_rows_coded(*w.coded, r0, r1, x, T, out, ldo, scratch);
+    return;
+  }
   if (w.dtype != DType::BF16 || T > 4) {
     kernels_avx512().matmul_rows(w, r0, r1, x, T, out, ldo, scratch);
     return;
@@ -210,6 +267,7 @@ const KernelSet& kernels_avx512bf16() {
     s.tiled_floats = tiled_floats;
     s.pack_tiles = pack_tiles;
     s.matmul_tiles = matmul_tiles;
+    s.codes_bf16 = true;
     return s;
   }();
   return k;

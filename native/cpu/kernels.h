@@ -43,6 +43,9 @@ struct KernelSet {
   // out[t * ldo + (r - r0)] = dot(W row r, x row t) for r in [r0, r1), t in [0, T), from x's packed tiles.
   void (*matmul_tiles)(const Matrix& w, int64_t r0, int64_t r1, const float* tiles, int64_t T, float* out,
                        int64_t ldo);
+  // Whether matmul_rows and matmul_tiles take exponent-coded bf16 matrices (Matrix::coded, core/coded-bf16.h);
+  // only then does the backend code matrices at load.
+  bool codes_bf16 = false;
 };
 
 // Tokens per packed tile, and weight rows per tiled micro-kernel (row ranges in multiples of it run fastest).

@@ -14,6 +14,7 @@
 
 void run_json_tests();
 void run_json_fuzz(int iterations, uint64_t seed);
+void run_coded_tests();
 
 using moe::DType;
 using moe::LoadError;
@@ -219,6 +220,7 @@ int main(int argc, char** argv) {
   g_dir = tmpl;
 
   run_json_tests();
+  run_coded_tests();
   test_good_files();
   test_bad_files();
   test_tensor_set();

@@ -4,6 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { loadModelConfig, type ModelConfig } from '../model/config.ts';
 import { loadAddon } from '../native/load-addon.ts';
+import type { CodedWeights } from '../native/addon-types.ts';
 import { createEngine, DEFAULT_MAX_NUM_BATCHED_TOKENS, DEFAULT_MAX_NUM_SEQS, type LlmEngineHandle } from '../engine/engine.ts';
 import { loadTokenizer, type TextTokenizer } from '../chat/tokenizer.ts';
 import { createChatTemplate, type ChatTemplate } from '../chat/template.ts';
@@ -30,6 +31,8 @@ export interface LoadModelOptions {
   generationConfig?: 'auto' | 'vllm' | 'none';
   /** Lock the weights in RAM (mlock), as llama.cpp's --mlock. */
   mlock?: boolean;
+  /** Code bf16 weights losslessly at load (default true; see LoadOptions.codeWeights). */
+  codeWeights?: boolean;
   onProgress?: (done: number, total: number) => void;
 }
 
@@ -50,6 +53,7 @@ export interface LoadedModel {
   enablePrefixCaching: boolean;
   /** --mlock: 'off', 'locked', or why locking failed (the model runs unlocked then). */
   mlock: string;
+  codedWeights: CodedWeights;
 }
 
 function samplingDefaultsFrom(dir: string): Partial<SamplingDefaults> {
@@ -105,6 +109,7 @@ export async function loadServedModel(options: LoadModelOptions): Promise<Loaded
     kvBlocks: plan.blocks,
     blockSize,
     mlock: options.mlock ?? false,
+    codeWeights: options.codeWeights ?? true,
     onProgress: options.onProgress,
   });
   try {
@@ -123,6 +128,7 @@ export async function loadServedModel(options: LoadModelOptions): Promise<Loaded
       config, engine, tokenizer, template, maxModelLen, samplingDefaults, kv, kvBlocks: native.kvBlocks, blockSize: native.blockSize, threads,
       maxNumSeqs, maxNumBatchedTokens, enablePrefixCaching,
       mlock: !options.mlock ? 'off' : native.weightsLocked ? 'locked' : (native.lockError ?? 'not locked'),
+      codedWeights: native.codedWeights,
     };
   } catch (err) {
     native.close();

@@ -33,6 +33,8 @@ export interface ServeOptions {
   /** Accepted for vLLM compatibility: tool_choice 'auto' is always served when a tool-call parser is on. */
   enableAutoToolChoice?: boolean;
   mlock?: boolean;
+  /** commander's --no-weight-coding. */
+  weightCoding: boolean;
 }
 
 export async function serve(modelDirArg: string | undefined, opts: ServeOptions): Promise<void> {
@@ -50,9 +52,15 @@ export async function serve(modelDirArg: string | undefined, opts: ServeOptions)
     enablePrefixCaching: opts.prefixCaching,
     generationConfig: opts.generationConfig,
     mlock: opts.mlock,
+    codeWeights: opts.weightCoding,
     onProgress: (done, total) => progress.update(done, total),
   }).finally(() => progress.stop());
   console.log(describeKvPlan(loaded.kv, loaded.maxModelLen));
+  const coded = loaded.codedWeights;
+  if (coded.matrices > 0) {
+    const gib = (b: number) => (b / 2 ** 30).toFixed(2);
+    console.log(`weights: ${coded.matrices} bf16 matrices coded losslessly, ${gib(coded.sourceBytes)} → ${gib(coded.codedBytes)} GiB (--no-weight-coding to keep them as they are)`);
+  }
   if (loaded.mlock === 'locked') console.log('weights locked in RAM (--mlock)');
   else if (loaded.mlock !== 'off') console.warn(`warning: --mlock: ${loaded.mlock}; serving with unlocked weights`);
   console.log(
@@ -124,6 +132,7 @@ export function serveCommand(): Command {
       DEFAULT_MAX_NUM_BATCHED_TOKENS,
     )
     .option('--mlock', 'lock the weights in RAM so that the OS never pages out an idle expert (as llama.cpp)')
+    .option('--no-weight-coding', 'read bf16 weights as they are, not in their lossless 12-bit coded form (decode reads a quarter fewer bytes coded)')
     .option('--no-prefix-caching', 'turn off automatic prefix caching (reuse of the KV of earlier prompts)')
     .option(
       '--generation-config <source>',

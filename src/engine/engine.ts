@@ -174,7 +174,11 @@ class LlmEngine implements LlmEngineHandle {
         const out = this.scheduler.schedule();
         if (out.chunks.length === 0) throw new Error('scheduler produced an empty step while requests are pending');
         const batch = buildStepBatch(out.chunks, this.eosTokenIds);
-        const guides = await fillGuideMasks(batch, out.chunks, this.vocabSize);
+        // No await unless some sequence is guided: from one step's result to the next step's launch the loop
+        // runs without yielding, so that the consumers (SSE formatting, socket writes) of the tokens just
+        // produced run while the next step computes, not before it starts.
+        const guided = out.chunks.some((c) => c.sample && c.seq.guide);
+        const guides: GuideOutcome[] = guided ? await fillGuideMasks(batch, out.chunks, this.vocabSize) : out.chunks.map(() => 'free');
         let result: StepResult;
         try {
           const running = this.model.step(batch);
@@ -192,7 +196,7 @@ class LlmEngine implements LlmEngineHandle {
         this.steps++;
         this.scheduler.stepDone(out);
         const guidedAtLength = this.postprocess(out, batch, result, guides);
-        await this.finishAtLength(guidedAtLength);
+        if (guidedAtLength.length > 0) await this.finishAtLength(guidedAtLength);
       } catch (e) {
         // A bug in the policy must not take the server down: fail what is in flight, go on.
         this.failSequences([...this.live], e);

@@ -32,6 +32,11 @@ const SHAPES: { name: string; opts: MakeModelOptions }[] = [
     opts: { layers: 2, hidden: 128, heads: 8, kvHeads: 2, headDim: 32, experts: 6, topK: 3, decoderSparseStep: 2, dtype: 'f32', seed: 13 },
   },
   {
+    // Every matrix 256 columns wide: where the kernels are avx512bf16, all are coded at load (coded-bf16.h).
+    name: 'bf16 coded at load: q/k/v/o, experts and lm_head 256 wide',
+    opts: { layers: 2, hidden: 256, heads: 8, kvHeads: 2, headDim: 32, experts: 8, topK: 2, moeIntermediate: 256, dtype: 'bf16', seed: 15 },
+  },
+  {
     // A small original context puts the yarn ramp (beta_fast 32 .. beta_slow 1) across the middle of the frequencies.
     name: 'yarn rope scaling ×4 from a 64-token original context',
     opts: {

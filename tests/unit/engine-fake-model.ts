@@ -76,6 +76,7 @@ export class FakeModel implements NativeModel {
   readonly weightBytes = 0;
   readonly weightsLocked = false;
   readonly lockError = undefined;
+  readonly codedWeights = { matrices: 0, sourceBytes: 0, codedBytes: 0, escapes: 0 };
   readonly kv: Int32Array;
   readonly batches: StepBatch[] = [];
   readonly violations: string[] = [];

@@ -21,6 +21,7 @@ class MaskingModel implements NativeModel {
   get weightBytes() { return this.inner.weightBytes; }
   get weightsLocked() { return this.inner.weightsLocked; }
   get lockError() { return this.inner.lockError; }
+  get codedWeights() { return this.inner.codedWeights; }
   close() { this.inner.close(); }
   async step(b: StepBatch): Promise<StepResult> {
     this.batches.push(b);

@@ -1,0 +1,104 @@
+// The avx512bf16 kernels on exponent-coded bf16 rows (core/coded-bf16.h); included by kernels-avx512bf16.cpp only
+// (compiled with its flags). Row dots decode in registers and feed vdpbf16ps directly, in the same column order
+// as the plain row dots, so a row without escapes gives bit for bit the plain result; escapes (coded as zero) are
+// added afterwards. The tiled GEMM decodes a chunk of rows exactly (escapes included) into a per-thread buffer
+// and runs the plain micro-kernel on it, so its results are bit for bit the plain ones.
+#pragma once
+#include <immintrin.h>
+
+#include <cstring>
+#include <vector>
+
+#include "core/coded-bf16.h"
+#include "core/half.h"
+
+namespace moe {
+namespace coded {
+
+inline __m512i table_of(const uint8_t* row) { return _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row))); }
+
+// Columns [128b, 128b + 128) of a row as bf16, in column order, 32 per vector.
+inline void decode128(__m512i table, const uint8_t* low, const uint8_t* codes, __m512i w[4]) {
+  const __m512i nib = _mm512_set1_epi8(0x0f);
+  const __m512i c = _mm512_loadu_si512(codes);
+  const __m512i ha = _mm512_shuffle_epi8(table, _mm512_and_si512(c, nib));
+  const __m512i hb = _mm512_shuffle_epi8(table, _mm512_and_si512(_mm512_srli_epi16(c, 4), nib));
+  const __m512i la = _mm512_loadu_si512(low), lb = _mm512_loadu_si512(low + 64);
+  w[0] = _mm512_unpacklo_epi8(la, ha);
+  w[1] = _mm512_unpackhi_epi8(la, ha);
+  w[2] = _mm512_unpacklo_epi8(lb, hb);
+  w[3] = _mm512_unpackhi_epi8(lb, hb);
+}
+
+// Rows [r0, r1) of c as bf16 bits, exactly (escapes written in), row i at dst + (i - r0) * K.
+inline void decode_rows(const CodedBf16& c, int64_t r0, int64_t r1, uint16_t* dst) {
+  const int64_t K = c.cols;
+  for (int64_t r = r0; r < r1; r++) {
+    const uint8_t* row = c.row(r);
+    const __m512i table = table_of(row);
+    uint16_t* d = dst + (r - r0) * K;
+    for (int64_t k = 0; k < K; k += kCodedBlock) {
+      __m512i w[4];
+      decode128(table, row + 16 + k, row + 16 + K + k / 2, w);
+      for (int q = 0; q < 4; q++) _mm512_storeu_si512(d + k + 32 * q, w[q]);
+    }
+    for (uint32_t i = c.esc_start[r]; i < c.esc_start[r + 1]; i++) d[c.esc_col[i]] = c.esc_bits[i];
+  }
+}
+
+// out[t * ldo + j] = dot(row r + j, token t) without the row's escapes, for NR rows and NT tokens; token t's
+// x as bf16 hi and lo rows at hi + t·K, lo + t·K. Same accumulation order as dot_rows<NR> on the plain rows.
+template <int NR, int NT>
+inline void dot_rows(const CodedBf16& c, int64_t r, const uint16_t* hi, const uint16_t* lo, float* out, int64_t ldo) {
+  const int64_t K = c.cols;
+  __m512 ah[NR][NT], al[NR][NT];
+  __m512i table[NR];
+  for (int j = 0; j < NR; j++) {
+    table[j] = table_of(c.row(r + j));
+    for (int t = 0; t < NT; t++) ah[j][t] = al[j][t] = _mm512_setzero_ps();
+  }
+  for (int64_t k = 0; k < K; k += kCodedBlock) {
+    for (int j = 0; j < NR; j++) {
+      const uint8_t* row = c.row(r + j);
+      __m512i w[4];
+      decode128(table[j], row + 16 + k, row + 16 + K + k / 2, w);
+      for (int t = 0; t < NT; t++) {
+        for (int q = 0; q < 4; q++) {
+          const __m512bh xh = reinterpret_cast<__m512bh>(_mm512_loadu_si512(hi + t * K + k + 32 * q));
+          const __m512bh xl = reinterpret_cast<__m512bh>(_mm512_loadu_si512(lo + t * K + k + 32 * q));
+          ah[j][t] = _mm512_dpbf16_ps(ah[j][t], reinterpret_cast<__m512bh>(w[q]), xh);
+          al[j][t] = _mm512_dpbf16_ps(al[j][t], reinterpret_cast<__m512bh>(w[q]), xl);
+        }
+      }
+    }
+  }
+  for (int j = 0; j < NR; j++)
+    for (int t = 0; t < NT; t++) out[t * ldo + j] = _mm512_reduce_add_ps(_mm512_add_ps(ah[j][t], al[j][t]));
+}
+
+// Rows [r0, r1) for NT tokens (x dense, T × K f32; hi/lo its bf16 halves), escapes added from x itself.
+template <int NT>
+inline void rows_for_tokens(const CodedBf16& c, int64_t r0, int64_t r1, const float* x, const uint16_t* hi,
+                            const uint16_t* lo, float* out, int64_t ldo) {
+  constexpr int NR = NT == 1 ? 4 : NT == 2 ? 4 : 2;  // at most 16 accumulator pairs
+  int64_t r = r0;
+  for (; r + NR <= r1; r += NR) dot_rows<NR, NT>(c, r, hi, lo, out + (r - r0), ldo);
+  for (; r < r1; r++) dot_rows<1, NT>(c, r, hi, lo, out + (r - r0), ldo);
+  const int64_t K = c.cols;
+  for (r = r0; r < r1; r++) {
+    for (uint32_t i = c.esc_start[r]; i < c.esc_start[r + 1]; i++) {
+      const float w = bf16_to_f32(c.esc_bits[i]);
+      for (int t = 0; t < NT; t++) out[t * ldo + (r - r0)] += w * x[t * K + c.esc_col[i]];
+    }
+  }
+}
+
+// A per-thread buffer for decoded rows (grown once, reused by every later call on the thread).
+inline uint16_t* row_buffer(size_t n) {
+  thread_local std::vector<uint16_t> buf;
+  if (buf.size() < n) buf.resize(n);
+  return buf.data();
+}
+
+}  // namespace coded
+}  // namespace moe
