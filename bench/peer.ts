@@ -16,7 +16,7 @@ import { fileURLToPath } from 'node:url';
 import { Command } from 'commander';
 import { choiceArg, intArg, intListArg } from '../src/cli/options.ts';
 import { describeBandwidth, measureMachineBandwidth } from './peer/bandwidth.ts';
-import { decodeBytesPerToken, type DecodeShape } from './peer/decode-bytes.ts';
+import { bf16RowBytes, codedRowBytes, decodeBytesPerToken, type DecodeShape } from './peer/decode-bytes.ts';
 import type { PeerEngine } from './peer/engine.ts';
 import { startLlama } from './peer/llama-engine.ts';
 import { ContentionMeter, loadAverage, machineInfo } from './peer/machine.ts';
@@ -200,8 +200,8 @@ async function main(f: Flags): Promise<void> {
     return { bytesPerToken: bytes.total, breakdown: bytes, tokensPerS, gbPerS, fraction: gbPerS / bandwidth.gbPerS };
   };
   const decodeBandwidth = {
-    moeserve: bw(decodeBytesPerToken(shape, 2, 2), decode.moeserve),
-    llama: bw(decodeBytesPerToken(shape, 2, 4), decode.llama),
+    moeserve: bw(decodeBytesPerToken(shape, described.moeserve?.codedWeights ? codedRowBytes : bf16RowBytes, 2), decode.moeserve),
+    llama: bw(decodeBytesPerToken(shape, bf16RowBytes, 4), decode.llama),
   };
   const allForeign = samples.flatMap((s) => [...s.moeserve, ...s.llama]).map((s) => s.foreignCores).filter(Number.isFinite);
   const batching = `llama_decode calls per run, ideal ${workload.concurrentTokens}: ` + metrics.filter((m) => m.id.startsWith('c')).map((m) => {

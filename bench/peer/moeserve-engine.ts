@@ -105,7 +105,12 @@ export async function startMoeserve(o: MoeserveOptions): Promise<PeerEngine> {
       return { ms: performance.now() - t0, tokens: counts.reduce((a, b) => a + b, 0) };
     },
     cpuMs: () => processCpuMs(pid),
-    describe: () => ({ transport: 'HTTP streaming /v1/completions (openai client), child process', args: args.slice(1) }),
+    describe: () => ({
+      transport: 'HTTP streaming /v1/completions (openai client), child process',
+      args: args.slice(1),
+      // The server's own line on coding the bf16 weights at load, absent when it kept them as they are.
+      codedWeights: log.find((l) => l.includes('coded losslessly')),
+    }),
     async close() {
       process.removeListener('exit', killChild);
       if (child.exitCode === null) {

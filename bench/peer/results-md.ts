@@ -27,7 +27,7 @@ Samples: \`${jsonFile}\` (git-ignored). Chart: \`${svgFile}\`.
 
 ${markdownTable(r.metrics)}
 
-Decode bandwidth (one stream): moeserve reads ${gb(d.moeserve.bytesPerToken)} GB of weights per token (attention projections ${gb(b.attention)},
+Decode bandwidth (one stream): moeserve reads ${gb(d.moeserve.bytesPerToken)} GB of weights per token${r.moeserve.describe.codedWeights ? ' (the bf16 weights in their lossless 12-bit coded form, 0.77× their bytes)' : ''} (attention projections ${gb(b.attention)},
 ${r.model.topK} experts × ${r.model.layers} layers ${gb(b.experts)}, lm_head ${gb(b.lmHead)}, router + norms + embedding row ${mb(b.router + b.norms + b.embeddingRow)} MB);
 × ${d.moeserve.tokensPerS.toFixed(2)} tok/s = **${d.moeserve.gbPerS.toFixed(1)} GB/s, ${(d.moeserve.fraction * 100).toFixed(0)}% of the measured bandwidth**.
 llama.cpp: ${gb(d.llama.bytesPerToken)} GB (F32 norms and router) × ${d.llama.tokensPerS.toFixed(2)} tok/s = ${d.llama.gbPerS.toFixed(1)} GB/s, ${(d.llama.fraction * 100).toFixed(0)}%.

@@ -2,7 +2,7 @@
 // ratios, the SVG chart, and the lockstep barrier that keeps llama.cpp's streams in one batch.
 import { describe, expect, it } from 'vitest';
 import { peerChartSvg } from '../../bench/peer/chart.ts';
-import { decodeBytesPerToken } from '../../bench/peer/decode-bytes.ts';
+import { bf16RowBytes, codedRowBytes, decodeBytesPerToken } from '../../bench/peer/decode-bytes.ts';
 import { expectedDistinctExperts } from '../../bench/peer/micro-cases.ts';
 import { SLICE_SHAPE } from '../../bench/peer/slice-model.ts';
 import { withSection } from '../../bench/peer/results-file.ts';
@@ -14,7 +14,7 @@ const slice = { ...SLICE_SHAPE, layers: 2 };
 
 describe('decode bytes per token', () => {
   it('counts each weight a token reads once, for the slice shape', () => {
-    const b = decodeBytesPerToken(slice, 2, 2);
+    const b = decodeBytesPerToken(slice, bf16RowBytes, 2);
     expect(b.attention).toBe(2 * (2 * 4096 * 2048 + 2 * 512 * 2048) * 2);
     expect(b.experts).toBe(2 * 8 * 3 * 768 * 2048 * 2);
     expect(b.router).toBe(2 * 128 * 2048 * 2);
@@ -23,8 +23,21 @@ describe('decode bytes per token', () => {
     expect(b.embeddingRow).toBe(2048 * 2);
     expect(b.total).toBe(b.attention + b.experts + b.router + b.norms + b.lmHead + b.embeddingRow);
     // F32 norms and router (the GGUF) cost more only there.
-    const f32 = decodeBytesPerToken(slice, 2, 4);
+    const f32 = decodeBytesPerToken(slice, bf16RowBytes, 4);
     expect(f32.total - b.total).toBe(b.router + b.norms);
+  });
+
+  it('counts coded rows at their coded width (16 + 1.5 bytes per weight, padded to 64)', () => {
+    expect(codedRowBytes(2048)).toBe(3136);
+    expect(codedRowBytes(768)).toBe(1216);
+    expect(codedRowBytes(4096)).toBe(6208);
+    expect(codedRowBytes(128)).toBe(256);  // not coded: no smaller
+    expect(codedRowBytes(200)).toBe(400);  // not a multiple of 128
+    const c = decodeBytesPerToken(slice, codedRowBytes, 2);
+    expect(c.lmHead).toBe(151936 * 3136);
+    expect(c.experts).toBe(2 * 8 * (2 * 768 * 3136 + 2048 * 1216));
+    expect(c.attention).toBe(2 * ((4096 + 2 * 512) * 3136 + 2048 * 6208));
+    expect(c.embeddingRow).toBe(2048 * 2);
   });
 });
 
