@@ -21,6 +21,7 @@ import { loadModelConfig } from '../src/model/config.ts';
 import { loadAddon } from '../src/native/load-addon.ts';
 import { buildBatch } from '../tests/helpers/native-steps.ts';
 import { describeBandwidth, measureMachineBandwidth } from './peer/bandwidth.ts';
+import { bf16RowBytes, codedRowBytes } from './peer/decode-bytes.ts';
 import { ContentionMeter, loadAverage, machineInfo } from './peer/machine.ts';
 import { BLOCK, figures, KV_BLOCKS, microCases, type Figure, type Phases, type Shape } from './peer/micro-cases.ts';
 import { updateResultsFile } from './peer/results-file.ts';
@@ -39,10 +40,11 @@ interface StepRecord {
 }
 
 /** Child: runs every case on the model, one JSON line per step on stdout. */
-async function child(dir: string, threads: number): Promise<void> {
+async function child(dir: string, threads: number, codeWeights: boolean): Promise<void> {
   const cfg = loadModelConfig(dir);
-  const model = await loadAddon().loadModel({ files: cfg.files, config: cfg.native, threads, kvBlocks: KV_BLOCKS, blockSize: BLOCK });
+  const model = await loadAddon().loadModel({ files: cfg.files, config: cfg.native, threads, kvBlocks: KV_BLOCKS, blockSize: BLOCK, codeWeights });
   try {
+    process.stdout.write(JSON.stringify({ codedMatrices: model.codedWeights.matrices }) + '\n');
     for (const c of microCases()) {
       for (let r = 0; r < c.warmups + c.repeats; r++) {
         const batch = buildBatch(c.batch(r));
@@ -57,9 +59,10 @@ async function child(dir: string, threads: number): Promise<void> {
   }
 }
 
-async function runChild(dir: string, threads: number): Promise<{ steps: StepRecord[]; phases: (Phases & { tokens: number })[]; foreignCores: number }> {
+async function runChild(dir: string, threads: number, codeWeights: boolean): Promise<{ steps: StepRecord[]; phases: (Phases & { tokens: number })[]; foreignCores: number; coded: boolean }> {
   const script = fileURLToPath(import.meta.url);
-  const proc = spawn(process.execPath, [path.join(BENCH_DIR, '..', 'bin/run-ts.js'), script, '--child', dir, '--threads', String(threads)], {
+  const args = [path.join(BENCH_DIR, '..', 'bin/run-ts.js'), script, '--child', dir, '--threads', String(threads), ...(codeWeights ? [] : ['--no-weight-coding'])];
+  const proc = spawn(process.execPath, args, {
     env: { ...process.env, MOESERVE_PROFILE: '1' },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -68,8 +71,11 @@ async function runChild(dir: string, threads: number): Promise<{ steps: StepReco
   const steps: StepRecord[] = [];
   const phases: (Phases & { tokens: number })[] = [];
   const other: string[] = [];
+  let coded = false;
   readline.createInterface({ input: proc.stdout! }).on('line', (line) => {
-    const rec = JSON.parse(line) as StepRecord;
+    const first = JSON.parse(line) as StepRecord | { codedMatrices: number };
+    if ('codedMatrices' in first) return void (coded = first.codedMatrices > 0);
+    const rec = first;
     steps.push(rec);
     meter.refresh();
     if (steps.length % 10 === 0) process.stdout.write(`  ${steps.length} steps (${rec.case})\n`);
@@ -89,7 +95,7 @@ async function runChild(dir: string, threads: number): Promise<{ steps: StepReco
   steps.forEach((s, i) => {
     if (phases[i]!.tokens !== s.tokens) throw new Error(`profile line ${i} is for ${phases[i]!.tokens} tokens, step ${i} had ${s.tokens}`);
   });
-  return { steps, phases, foreignCores };
+  return { steps, phases, foreignCores, coded };
 }
 
 function table(figs: Figure[]): string {
@@ -100,7 +106,7 @@ function table(figs: Figure[]): string {
   return [head, ...rows].map((r) => r.map((c, i) => (i < 2 ? c.padEnd(w[i]!) : c.padStart(w[i]!))).join('  ')).join('\n');
 }
 
-async function main(threads: number): Promise<void> {
+async function main(threads: number, codeWeights: boolean): Promise<void> {
   const date = new Date().toISOString();
   const machine = machineInfo();
   const loadBefore = loadAverage();
@@ -110,7 +116,8 @@ async function main(threads: number): Promise<void> {
   const bandwidth = await measureMachineBandwidth(threads);
   console.log(`  ${describeBandwidth(bandwidth)}`);
   console.log('running the cases (MOESERVE_PROFILE=1, child process)');
-  const { steps, phases, foreignCores } = await runChild(slice.dir, threads);
+  const { steps, phases, foreignCores, coded } = await runChild(slice.dir, threads, codeWeights);
+  console.log(coded ? '  the model coded its bf16 weights at load: GB/s count the coded bytes read' : '  bf16 weights as stored (not coded)');
   const byCase = new Map<string, Phases>();
   const wallByCase = new Map<string, number>();
   for (const id of new Set(steps.map((s) => s.case))) {
@@ -120,7 +127,7 @@ async function main(threads: number): Promise<void> {
     wallByCase.set(id, median(idx.map((i) => steps[i]!.wallMs)));
   }
   const shape = slice.options as Required<Shape>;
-  const figs = figures(shape, byCase, bandwidth.gbPerS);
+  const figs = figures(shape, byCase, bandwidth.gbPerS, coded ? codedRowBytes : bf16RowBytes);
   console.log(`\n${table(figs)}\n`);
   console.log('Formulas:');
   for (const formula of new Set(figs.map((x) => `${x.family}: ${x.formula}`))) console.log(`  ${formula}`);
@@ -139,9 +146,10 @@ async function main(threads: number): Promise<void> {
 const program = new Command('bench:micro')
   .description('per-kernel-family micro-benchmarks through the addon (GEMV/GEMM bf16, grouped MoE, paged attention)')
   .option('--threads <n>', 'threads of the model', intArg(1), 2)
+  .option('--no-weight-coding', "keep the bf16 weights as stored (the server's --no-weight-coding)")
   .option('--child <dir>', '(internal) run the cases on DIR and print one JSON line per step');
 program.parse(process.argv);
-const opts = program.opts<{ threads: number; child?: string }>();
+const opts = program.opts<{ threads: number; child?: string; weightCoding: boolean }>();
 if (opts.threads > os.availableParallelism()) console.warn(`warning: --threads ${opts.threads} is more than the ${os.availableParallelism()} cores`);
-if (opts.child) await child(opts.child, opts.threads);
-else await main(opts.threads);
+if (opts.child) await child(opts.child, opts.threads, opts.weightCoding);
+else await main(opts.threads, opts.weightCoding);

@@ -3,7 +3,7 @@
 // shapes), so each kernel family sees the shapes it sees in production.
 import type { SeqSlice } from '../../tests/helpers/native-steps.ts';
 import { promptTokens } from './workload.ts';
-import type { DecodeShape } from './decode-bytes.ts';
+import { bf16RowBytes, type DecodeShape } from './decode-bytes.ts';
 
 /** The model shape a case runs on (the same fields the decode-bytes count uses). */
 export type Shape = DecodeShape;
@@ -26,7 +26,7 @@ export interface MicroCase {
 }
 
 export interface Figure {
-  family: 'GEMV bf16' | 'GEMM bf16' | 'MoE grouped' | 'paged attention';
+  family: 'GEMV bf16' | 'GEMV bf16 coded' | 'GEMM bf16' | 'GEMM bf16 coded' | 'MoE grouped' | 'paged attention';
   what: string;
   /** The phase time the figure divides by (median over repetitions), ms. */
   ms: number;
@@ -81,11 +81,20 @@ export function expectedDistinctExperts(n: number, experts: number, topK: number
 /** Σ over a chunk of the context each query attends to (positions start..start+n-1 see start+i+1 keys). */
 const keysAttended = (start: number, n: number) => n * (start + 1) + (n * (n - 1)) / 2;
 
-export function figures(s: Shape, p: Map<string, Phases>, bandwidthGbPerS: number): Figure[] {
+/**
+ * `rowBytes`: bytes the model reads per weight row of a given width (bf16RowBytes, or codedRowBytes where it
+ * coded its bf16 weights at load: then the GB/s figures count the coded bytes actually read).
+ */
+export function figures(s: Shape, p: Map<string, Phases>, bandwidthGbPerS: number, rowBytes: (cols: number) => number = bf16RowBytes): Figure[] {
   const q = s.heads * s.headDim;
   const kv = s.kvHeads * s.headDim;
   const projParams = s.layers * (2 * q * s.hidden + 2 * kv * s.hidden);
+  const projBytes = s.layers * ((q + 2 * kv) * rowBytes(s.hidden) + s.hidden * rowBytes(q));
   const expertParams = 3 * s.moeIntermediate * s.hidden;
+  const expertBytes = 2 * s.moeIntermediate * rowBytes(s.hidden) + s.hidden * rowBytes(s.moeIntermediate);
+  const coded = rowBytes(s.hidden) !== bf16RowBytes(s.hidden);
+  const gemv = coded ? 'GEMV bf16 coded' : 'GEMV bf16';
+  const unit = coded ? 'coded row bytes (16 + 1.5 per weight, padded to 64)' : '2 B per weight';
   const out: Figure[] = [];
   const gb = (bytes: number, ms: number) => bytes / ms / 1e6;
   const gf = (flops: number, ms: number) => flops / ms / 1e6;
@@ -94,15 +103,15 @@ export function figures(s: Shape, p: Map<string, Phases>, bandwidthGbPerS: numbe
   const dec = p.get('decode');
   if (dec) {
     const ms = dec.qkv + dec.out;
-    add({ family: 'GEMV bf16', what: `q/k/v/o projections, 1 token (${s.layers} layers)`, ms, gbPerS: gb(projParams * 2, ms),
-      formula: 'bytes = layers × (2·q_dim + 2·kv_dim) × hidden × 2 B; time = qkv + out phases (incl. RMSNorm, q/k norm, RoPE, residual add)' });
-    add({ family: 'GEMV bf16', what: `lm_head ${s.vocab}×${s.hidden}, 1 token + greedy pick`, ms: dec.logits, gbPerS: gb(s.vocab * s.hidden * 2, dec.logits),
-      formula: 'bytes = vocab × hidden × 2 B; time = logits phase (final norm, lm_head, argmax over the vocabulary)' });
+    add({ family: gemv, what: `q/k/v/o projections, 1 token (${s.layers} layers)`, ms, gbPerS: gb(projBytes, ms),
+      formula: `bytes = layers × (2·q_dim + 2·kv_dim) × hidden weights, ${unit}; time = qkv + out phases (incl. RMSNorm, q/k norm, RoPE, residual add)` });
+    add({ family: gemv, what: `lm_head ${s.vocab}×${s.hidden}, 1 token + greedy pick`, ms: dec.logits, gbPerS: gb(s.vocab * rowBytes(s.hidden), dec.logits),
+      formula: `bytes = vocab × hidden weights, ${unit}; time = logits phase (final norm, lm_head, argmax over the vocabulary)` });
   }
   const pre = p.get('prefill');
   if (pre) {
     const ms = pre.qkv + pre.out;
-    add({ family: 'GEMM bf16', what: `q/k/v/o projections, ${PREFILL} tokens`, ms, gflopPerS: gf(2 * PREFILL * projParams, ms),
+    add({ family: coded ? 'GEMM bf16 coded' : 'GEMM bf16', what: `q/k/v/o projections, ${PREFILL} tokens`, ms, gflopPerS: gf(2 * PREFILL * projParams, ms),
       formula: 'FLOP = 2 × tokens × layers × (2·q_dim + 2·kv_dim) × hidden; time = qkv + out phases' });
     add({ family: 'MoE grouped', what: `${PREFILL} tokens (every expert busy)`, ms: pre.ffn,
       gflopPerS: gf(2 * PREFILL * s.layers * (s.topK * expertParams + s.experts * s.hidden), pre.ffn),
@@ -116,12 +125,12 @@ export function figures(s: Shape, p: Map<string, Phases>, bandwidthGbPerS: numbe
     const m = p.get(`moe-${n}`);
     if (!m) continue;
     const distinct = expectedDistinctExperts(n, s.experts, s.topK);
-    const bytes = s.layers * (distinct * expertParams + s.experts * s.hidden) * 2;
+    const bytes = s.layers * (distinct * expertBytes + s.experts * s.hidden * 2);
     const speedup = moe1 ? (n * moe1.ffn) / m.ffn : NaN;
     add({ family: 'MoE grouped', what: `${n} token${n > 1 ? 's' : ''} (${n} stream${n > 1 ? 's' : ''}): ~${distinct.toFixed(1)} distinct experts/layer, ` +
       `${(m.ffn / n).toFixed(2)} ms/token, ${speedup.toFixed(2)}× vs ${n} × 1 token`,
     ms: m.ffn, gbPerS: gb(bytes, m.ffn), gflopPerS: gf(2 * n * s.layers * (s.topK * expertParams + s.experts * s.hidden), m.ffn),
-    formula: 'bytes = layers × (E[distinct] × 3 × moe_intermediate × hidden + experts × hidden) × 2 B, E[distinct] = experts × (1 − (1 − top_k/experts)^tokens) ' +
+    formula: `bytes = layers × (E[distinct] × 3 × moe_intermediate × hidden weights (${unit}) + experts × hidden × 2 B [router]), E[distinct] = experts × (1 − (1 − top_k/experts)^tokens) ` +
       '(uniform routing assumed; an estimate); time = ffn phase' });
   }
   const base = p.get('attn-decode-16');
