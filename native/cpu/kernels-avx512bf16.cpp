@@ -128,26 +128,70 @@ inline void tile_rows(const uint16_t* w, int64_t K, const uint32_t* tile, float*
   }
 }
 
-// Coded weights: kTileRows rows at a time decoded into a per-thread buffer (in L1) that stands in for them,
-// while the first tile's pass prefetches the coded bytes of the next kTileRows rows.
+// A tile's first N live tokens (N <= 8) against 16 rows (row i at rows + i * K, K a multiple of 32), with the
+// rows as the 16 lanes: per column pair, one transposed weight vector meets each token's broadcast hi and lo
+// pair. A tile of at most 8 live tokens costs half the vdpbf16ps of tile_rows, whose lanes are the 16 tokens.
+// Each lane accumulates its row's pairs in the same order as tile_rows, so the results are the same bits.
+template <int N>
+void lanes_rows16(const uint16_t* rows, int64_t K, const uint32_t* tile, float* out, int64_t ldo) {
+  __m512 ah[N], al[N];
+  for (int t = 0; t < N; t++) ah[t] = al[t] = _mm512_setzero_ps();
+  for (int64_t k = 0; k < K; k += 32) {
+    __m512i w[16];
+    for (int i = 0; i < 16; i++) w[i] = _mm512_loadu_si512(rows + i * K + k);
+    transpose16(w);  // w[j], lane i: row i's pair k / 2 + j
+    for (int j = 0; j < 16; j++) {
+      const uint32_t* xp = tile + (k / 2 + j) * 2 * kTileTokens;
+      for (int t = 0; t < N; t++) {
+        ah[t] = _mm512_dpbf16_ps(ah[t], reinterpret_cast<__m512bh>(_mm512_set1_epi32(static_cast<int>(xp[t]))), reinterpret_cast<__m512bh>(w[j]));
+        al[t] = _mm512_dpbf16_ps(al[t], reinterpret_cast<__m512bh>(_mm512_set1_epi32(static_cast<int>(xp[kTileTokens + t]))), reinterpret_cast<__m512bh>(w[j]));
+      }
+    }
+  }
+  for (int t = 0; t < N; t++) _mm512_storeu_ps(out + t * ldo, _mm512_add_ps(ah[t], al[t]));
+}
+
+void lanes_rows16(int64_t n, const uint16_t* rows, int64_t K, const uint32_t* tile, float* out, int64_t ldo) {
+  switch (n) {
+    case 1: return lanes_rows16<1>(rows, K, tile, out, ldo);
+    case 2: return lanes_rows16<2>(rows, K, tile, out, ldo);
+    case 3: return lanes_rows16<3>(rows, K, tile, out, ldo);
+    case 4: return lanes_rows16<4>(rows, K, tile, out, ldo);
+    case 5: return lanes_rows16<5>(rows, K, tile, out, ldo);
+    case 6: return lanes_rows16<6>(rows, K, tile, out, ldo);
+    case 7: return lanes_rows16<7>(rows, K, tile, out, ldo);
+    default: return lanes_rows16<8>(rows, K, tile, out, ldo);
+  }
+}
+
+// Coded weights: blocks of rows decoded into a per-thread buffer that stands in for them, while the first tile's
+// pass prefetches the coded bytes of the next block. When the last tile has at most 8 live tokens (an expert's
+// tokens rarely fill whole tiles), blocks are 16 rows and that tile goes through lanes_rows16.
 void matmul_tiles_coded(const CodedBf16& c, int64_t r0, int64_t r1, const uint32_t* base, int64_t T, float* out,
                         int64_t ldo) {
   const int64_t K = c.cols;
-  uint16_t* rows = coded::row_buffer(static_cast<size_t>(kTileRows * K));
-  for (int64_t b0 = r0; b0 < r1; b0 += kTileRows) {
-    const int64_t b1 = std::min(r1, b0 + kTileRows);
+  const int64_t last = (T - 1) / kTileTokens * kTileTokens, n_last = T - last;
+  const int64_t block = n_last <= 8 ? 2 * kTileRows : kTileRows;
+  uint16_t* rows = coded::row_buffer(static_cast<size_t>(block * K));
+  for (int64_t b0 = r0; b0 < r1; b0 += block) {
+    const int64_t b1 = std::min(r1, b0 + block);
     coded::decode_rows(c, b0, b1, rows);
-    const int64_t next = std::min(r1 - b1, kTileRows) * c.stride;
+    const int64_t next = std::min(r1 - b1, block) * c.stride;
+    const bool lanes_tail = b1 - b0 == 16 && n_last <= 8;
     for (int64_t t0 = 0; t0 < T; t0 += kTileTokens) {
       const uint32_t* tile = base + t0 * K;
       const int64_t n = std::min(kTileTokens, T - t0);
       float* o = out + t0 * ldo + (b0 - r0);
-      const uint8_t* pf = t0 == 0 && next > 0 ? c.row(b1) : nullptr;
-      if (b1 - b0 == kTileRows) {
-        tile_rows<kTileRows>(rows, K, tile, o, ldo, n, pf, pf ? next : 0);
-      } else {
-        for (int64_t r = b0; r < b1; r++) tile_rows<1>(rows + (r - b0) * K, K, tile, o + (r - b0), ldo, n);
+      if (lanes_tail && t0 == last) {
+        lanes_rows16(n, rows, K, tile, o, ldo);
+        continue;
       }
+      int64_t r = b0;
+      for (; r + kTileRows <= b1; r += kTileRows) {
+        const uint8_t* pf = t0 == 0 && r == b0 && next > 0 ? c.row(b1) : nullptr;
+        tile_rows<kTileRows>(rows + (r - b0) * K, K, tile, o + (r - b0), ldo, n, pf, pf ? next : 0);
+      }
+      for (; r < b1; r++) tile_rows<1>(rows + (r - b0) * K, K, tile, o + (r - b0), ldo, n);
     }
   }
 }
