@@ -1,6 +1,7 @@
 // AVX-512 BF16: a tiled GEMM on bf16 weights used in place (prefill projections, the experts of a batched
-// MoE step, the lm_head over several rows) and row dots for 1-4 tokens (decode). Everything else is the avx512 set. Compiled with -mavx512bf16 on
-// top of the avx512 set's flags; selected only after cpu-features.cpp has seen AVX512_BF16.
+// MoE step, the lm_head over several rows) and row dots for 1-4 tokens (decode), on plain bf16 rows or on rows
+// coded at load (core/coded-bf16.h, coded-avx512bf16.h). Everything else is the avx512 set. Compiled with
+// -mavx512bf16 on top of the avx512 set's flags; selected only after cpu-features.cpp has seen AVX512_BF16.
 //
 // A packed tile holds kTileTokens = 16 tokens of x (T × K, K even). For each column pair p = (2p, 2p+1) it
 // stores 16 u32 of the tokens' hi bf16 pairs, then 16 u32 of their lo pairs: tile[(2p + h) * 16 + t]. The
@@ -143,8 +144,10 @@ void lanes_rows16(const uint16_t* rows, int64_t K, const uint32_t* tile, float* 
     for (int j = 0; j < 16; j++) {
       const uint32_t* xp = tile + (k / 2 + j) * 2 * kTileTokens;
       for (int t = 0; t < N; t++) {
-        ah[t] = _mm512_dpbf16_ps(ah[t], reinterpret_cast<__m512bh>(_mm512_set1_epi32(static_cast<int>(xp[t]))), reinterpret_cast<__m512bh>(w[j]));
-        al[t] = _mm512_dpbf16_ps(al[t], reinterpret_cast<__m512bh>(_mm512_set1_epi32(static_cast<int>(xp[kTileTokens + t]))), reinterpret_cast<__m512bh>(w[j]));
+        const __m512bh xh = reinterpret_cast<__m512bh>(_mm512_set1_epi32(static_cast<int>(xp[t])));
+        const __m512bh xl = reinterpret_cast<__m512bh>(_mm512_set1_epi32(static_cast<int>(xp[kTileTokens + t])));
+        ah[t] = _mm512_dpbf16_ps(ah[t], xh, reinterpret_cast<__m512bh>(w[j]));
+        al[t] = _mm512_dpbf16_ps(al[t], xl, reinterpret_cast<__m512bh>(w[j]));
       }
     }
   }
