@@ -19,10 +19,8 @@ inline int position_of(int j) {
   return 64 * g + 16 * L + 8 * h + i;
 }
 
-}  // namespace
-
-namespace {
 int64_t coded_stride(int64_t cols) { return (16 + cols + cols / 2 + 63) / 64 * 64; }
+
 }  // namespace
 
 bool codable(const Matrix& m) {

@@ -44,11 +44,12 @@ struct CodedBf16 {
 bool codable(const Matrix& m);
 // Allocates the coded form of m (rows not yet coded).
 std::unique_ptr<CodedBf16> alloc_coded(const Matrix& m);
-// Codes rows [r0, r1) of m into c; row escapes are collected into `escapes` as (row, col, bits), row-ordered.
+// One escaped weight: where it is and its exact bits.
 struct Escape {
   uint32_t row, col;
   uint16_t bits;
 };
+// Codes rows [r0, r1) of m into c; the rows' escapes are appended to `escapes`, in row order.
 void code_rows(const Matrix& m, int64_t r0, int64_t r1, CodedBf16& c, std::vector<Escape>& escapes);
 // Fills c's escape lists from every range's escapes, given in row order.
 void set_escapes(CodedBf16& c, const std::vector<std::vector<Escape>>& parts);

@@ -6,7 +6,6 @@
 #pragma once
 #include <immintrin.h>
 
-#include <cstring>
 #include <vector>
 
 #include "core/coded-bf16.h"
