@@ -69,8 +69,9 @@ void CpuBackend::matmul_into(const float* x, int64_t T, const Matrix& w, float* 
     pool_.parallel_for(w.rows, grain, [&](int64_t b, int64_t e, int) { k_.matmul_tiles(w, b, e, tiles, T, out + b, ldo); });
     return;
   }
-  // Grain: enough rows that a chunk amortises the widening of its weights, small enough to balance threads.
-  const int64_t grain = std::max<int64_t>(4, std::min<int64_t>(64, w.rows / (8 * pool_.size()) / 4 * 4));
+  // Grain: at most 512 rows, at least 8 chunks per thread. Each chunk starts with its row prefetch cold;
+  // the lm_head decode (2 threads) measured 16.3 ms per step with 64-row chunks, 15.9 with 512 and more.
+  const int64_t grain = std::max<int64_t>(4, std::min<int64_t>(512, w.rows / (8 * pool_.size()) / 4 * 4));
   pool_.parallel_for(w.rows, grain, [&](int64_t b, int64_t e, int th) {
     float* s = thread_scratch(th, 4 * static_cast<size_t>(w.cols));
     k_.matmul_rows(w, b, e, x, T, out + b, ldo, s);

@@ -6,6 +6,7 @@
 #pragma once
 #include <immintrin.h>
 
+#include <algorithm>
 #include <vector>
 
 #include "core/coded-bf16.h"
@@ -45,6 +46,18 @@ inline void decode_rows(const CodedBf16& c, int64_t r0, int64_t r1, uint16_t* ds
   }
 }
 
+// Row dots prefetch the rows this far ahead into L1 while they decode the current ones. A row group is 8
+// streams of about 3 KB (low bytes and codes of 4 rows), too short for the hardware stream prefetcher to
+// train on. Measured on Zen 5, 2 threads, slice decode step: none 19.9 ms; 2 rows ahead 17.7; 4 rows 16.3;
+// 6 rows 17.2; an L2 hint (T1) was slower than none.
+constexpr int64_t kPrefetchRows = 4;
+
+// Prefetches share `it` of `iters` of the `lines` cache lines at p, so that prefetches spread over a loop.
+inline void prefetch_share(const uint8_t* p, int64_t lines, int64_t it, int64_t iters) {
+  for (int64_t l = it * lines / iters; l < (it + 1) * lines / iters; l++)
+    _mm_prefetch(reinterpret_cast<const char*>(p + 64 * l), _MM_HINT_T0);
+}
+
 // out[t * ldo + j] = dot(row r + j, token t) without the row's escapes, for NR rows and NT tokens; token t's
 // x as bf16 hi and lo rows at hi + t·K, lo + t·K. Same accumulation order as dot_rows<NR> on the plain rows.
 template <int NR, int NT>
@@ -56,7 +69,12 @@ inline void dot_rows(const CodedBf16& c, int64_t r, const uint16_t* hi, const ui
     table[j] = table_of(c.row(r + j));
     for (int t = 0; t < NT; t++) ah[j][t] = al[j][t] = _mm512_setzero_ps();
   }
-  for (int64_t k = 0; k < K; k += kCodedBlock) {
+  // The NR rows kPrefetchRows ahead (contiguous), as far as the matrix goes.
+  const int64_t ahead_rows = std::clamp<int64_t>(c.rows - r - kPrefetchRows, 0, NR);
+  const uint8_t* ahead = ahead_rows > 0 ? c.row(r + kPrefetchRows) : nullptr;
+  const int64_t ahead_lines = ahead_rows * c.stride / 64, iters = K / kCodedBlock;
+  for (int64_t k = 0, it = 0; k < K; k += kCodedBlock, it++) {
+    prefetch_share(ahead, ahead_lines, it, iters);
     for (int j = 0; j < NR; j++) {
       const uint8_t* row = c.row(r + j);
       __m512i w[4];

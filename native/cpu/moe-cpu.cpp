@@ -111,7 +111,7 @@ void CpuBackend::moe(const float* h, int T, const LayerWeights& w, const ModelCo
   };
 
   const float* up_tiles = pack_experts(xg, H, &Mlp::gate, kTilesUp);
-  const std::vector<Job> up_jobs = jobs_for(I, 32);
+  const std::vector<Job> up_jobs = jobs_for(I, 64);
   pool_.parallel_for(static_cast<int64_t>(up_jobs.size()), 1, [&](int64_t b, int64_t end, int th) {
     float* s = thread_scratch(th, 4 * static_cast<size_t>(H));
     for (int64_t j = b; j < end; j++) {
@@ -124,7 +124,7 @@ void CpuBackend::moe(const float* h, int T, const LayerWeights& w, const ModelCo
     }
   });
   const float* down_tiles = pack_experts(g, I, &Mlp::down, kTilesDown);
-  const std::vector<Job> down_jobs = jobs_for(H, 64);
+  const std::vector<Job> down_jobs = jobs_for(H, 128);
   pool_.parallel_for(static_cast<int64_t>(down_jobs.size()), 1, [&](int64_t b, int64_t end, int th) {
     float* s = thread_scratch(th, 4 * static_cast<size_t>(I));
     for (int64_t j = b; j < end; j++) {
