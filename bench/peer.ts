@@ -97,6 +97,20 @@ async function warmUp(e: PeerEngine, w: Workload): Promise<void> {
   await e.concurrent(Array.from({ length: n }, (_, i) => promptTokens(promptKey('warmup', 2, i), w.shortPromptTokens)), 2);
 }
 
+/** Untimed, right before each sample: a short prompt that routes to most experts (64 tokens × top-8). */
+const TOUCH_TOKENS = 64;
+
+/**
+ * Serves an untimed prompt of TOUCH_TOKENS, so that no sample is measured cold after its engine sat idle
+ * while the other one ran. On the VM of RESULTS.md, after 30 s idle moeserve's next 512-token prefill took
+ * 645-718 ms against 500-540 ms (its lm_head 30 ms against 10): the OS's proactive reclaim (DAMON) had aged its
+ * pages. After this touch it took 544-578 ms, as without the idle time. Without it, the alternation put one
+ * engine's prefill after the other's long 32-stream sample in every other run.
+ */
+async function touch(e: PeerEngine, run: number, phase: number): Promise<void> {
+  await e.prefill(promptTokens(promptKey('touch', run, phase), TOUCH_TOKENS));
+}
+
 function llamaVersion(): string {
   try {
     // Its exports map hides package.json from require(); read it beside the resolved entry point.
@@ -176,6 +190,7 @@ async function main(f: Flags): Promise<void> {
           const order = (run + p) % 2 === 0 ? keys : [...keys].reverse();
           for (const key of order) {
             const e = engines[key]!;
+            await touch(e, run, p);
             const cpu0 = e.cpuMs();
             meter.start();
             const s = await list[p]!.run(e, run);

@@ -50,7 +50,7 @@ ${r.metrics.map((x) => `- **${x.label}** (${x.unit}): ${x.definition}`).join('\n
   processes run (a thread spinning while it waits still counts). **runs**: every sample, in run order.
 - Both engines use ${r.threads} threads, ${r.order === 'sequential'
     ? 'one after the other (all samples of moeserve, then all of llama.cpp: both models would not fit in memory together)'
-    : 'run alternately (which goes first alternates from figure to figure and run to run)'}, each after a warm-up that pages in every expert. Prompts are random ordinary token ids (no tokenizer or
+    : 'run alternately (which goes first alternates from figure to figure and run to run)'}, each after a warm-up that pages in every expert, and every sample right after an untimed 64-token prompt on the same engine (so that neither is measured cold after sitting idle while the other ran). Prompts are random ordinary token ids (no tokenizer or
   template on either side), distinct for every run and stream, so no prefix cache applies. Sampling is greedy on both
   sides and every stream produces exactly its token count (\`ignore_eos\` for moeserve; EOS yielded and counted for llama.cpp).
 - moeserve: \`${r.moeserve.args}\` in a child process, measured through its HTTP API: streaming \`/v1/completions\`

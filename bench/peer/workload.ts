@@ -44,8 +44,8 @@ export function promptTokens(key: number, length: number): number[] {
 }
 
 /** Keys that never collide between phases, runs and streams. */
-export function promptKey(phase: 'warmup' | 'prefill' | 'decode' | 'concurrent', run: number, stream = 0, level = 0): number {
-  const p = { warmup: 0, prefill: 1, decode: 2, concurrent: 3 }[phase];
+export function promptKey(phase: 'warmup' | 'prefill' | 'decode' | 'concurrent' | 'touch', run: number, stream = 0, level = 0): number {
+  const p = { warmup: 0, prefill: 1, decode: 2, concurrent: 3, touch: 4 }[phase];
   return ((p * 1000 + run) * 1000 + level) * 1000 + stream;
 }
 

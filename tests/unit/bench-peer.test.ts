@@ -57,10 +57,10 @@ describe('workload', () => {
     expect(promptTokens(promptKey('decode', 1), 16)).toEqual(a);
     expect(a.every((t) => Number.isInteger(t) && t >= 0 && t < 151643)).toBe(true);
     const keys = new Set<number>();
-    for (const phase of ['warmup', 'prefill', 'decode', 'concurrent'] as const) {
+    for (const phase of ['warmup', 'prefill', 'decode', 'concurrent', 'touch'] as const) {
       for (let run = 0; run < 6; run++) for (let s = 0; s < 32; s++) keys.add(promptKey(phase, run, s, 16));
     }
-    expect(keys.size).toBe(4 * 6 * 32);
+    expect(keys.size).toBe(5 * 6 * 32);
     const firstTokens = new Set([...keys].map((k) => promptTokens(k, 4).join(',')));
     expect(firstTokens.size).toBe(keys.size);
   });
