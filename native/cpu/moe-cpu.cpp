@@ -62,9 +62,9 @@ void CpuBackend::moe(const float* h, int T, const LayerWeights& w, const ModelCo
     for (int64_t i = b; i < end; i++) std::copy(h + (i / K) * H, h + (i / K + 1) * H, xg + row_of[i] * H);
   });
 
-  // Jobs of `block` rows of one expert. Gate/up take 64 rows, down 128: each job's row prefetch starts cold,
-  // and these sizes measured one-token MoE 3.6 -> 2.9 ms per step and 512-token MoE 349 -> 301 ms against
-  // 32/64, while 16 busy experts still make 192 jobs for the threads to share.
+  // Jobs of `block` rows of one expert. Gate/up take 64 rows, down 128: each job's row prefetch starts cold.
+  // Against 32/64 these sizes measured one-token MoE 3.6 -> 2.9 ms per step (and, in one pair of runs,
+  // 512-token MoE 349 -> 301 ms), while 16 busy experts still make 192 gate/up jobs for the threads.
   auto jobs_for = [&](int64_t rows, int64_t block) {
     std::vector<Job> jobs;
     for (int e = 0; e < E; e++) {
