@@ -3,7 +3,7 @@
 // shapes), so each kernel family sees the shapes it sees in production.
 import type { SeqSlice } from '../../tests/helpers/native-steps.ts';
 import { promptTokens } from './workload.ts';
-import { bf16RowBytes, type DecodeShape } from './decode-bytes.ts';
+import { bf16RowBytes, decodeBytesPerToken, type DecodeShape } from './decode-bytes.ts';
 
 /** The model shape a case runs on (the same fields the decode-bytes count uses). */
 export type Shape = DecodeShape;
@@ -89,9 +89,10 @@ export function figures(s: Shape, p: Map<string, Phases>, bandwidthGbPerS: numbe
   const q = s.heads * s.headDim;
   const kv = s.kvHeads * s.headDim;
   const projParams = s.layers * (2 * q * s.hidden + 2 * kv * s.hidden);
-  const projBytes = s.layers * ((q + 2 * kv) * rowBytes(s.hidden) + s.hidden * rowBytes(q));
+  // Weight bytes as one decoded token reads them: the projections, one expert's three matrices, the lm_head.
+  const read = decodeBytesPerToken(s, rowBytes);
+  const expertBytes = read.experts / (s.layers * s.topK);
   const expertParams = 3 * s.moeIntermediate * s.hidden;
-  const expertBytes = 2 * s.moeIntermediate * rowBytes(s.hidden) + s.hidden * rowBytes(s.moeIntermediate);
   const coded = rowBytes(s.hidden) !== bf16RowBytes(s.hidden);
   const gemv = coded ? 'GEMV bf16 coded' : 'GEMV bf16';
   const unit = coded ? 'coded row bytes (16 + 1.5 per weight, padded to 64)' : '2 B per weight';
@@ -103,9 +104,9 @@ export function figures(s: Shape, p: Map<string, Phases>, bandwidthGbPerS: numbe
   const dec = p.get('decode');
   if (dec) {
     const ms = dec.qkv + dec.out;
-    add({ family: gemv, what: `q/k/v/o projections, 1 token (${s.layers} layers)`, ms, gbPerS: gb(projBytes, ms),
+    add({ family: gemv, what: `q/k/v/o projections, 1 token (${s.layers} layers)`, ms, gbPerS: gb(read.attention, ms),
       formula: `bytes = layers × (2·q_dim + 2·kv_dim) × hidden weights, ${unit}; time = qkv + out phases (incl. RMSNorm, q/k norm, RoPE, residual add)` });
-    add({ family: gemv, what: `lm_head ${s.vocab}×${s.hidden}, 1 token + greedy pick`, ms: dec.logits, gbPerS: gb(s.vocab * rowBytes(s.hidden), dec.logits),
+    add({ family: gemv, what: `lm_head ${s.vocab}×${s.hidden}, 1 token + greedy pick`, ms: dec.logits, gbPerS: gb(read.lmHead, dec.logits),
       formula: `bytes = vocab × hidden weights, ${unit}; time = logits phase (final norm, lm_head, argmax over the vocabulary)` });
   }
   const pre = p.get('prefill');
