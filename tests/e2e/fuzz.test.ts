@@ -127,6 +127,8 @@ interface Req {
   body?: string;
   /** Abort the request once the response starts (a client that goes away). */
   abortEarly?: boolean;
+  /** The Authorization header is missing or not exactly `Bearer <key>`. */
+  badAuth?: boolean;
 }
 
 const ROUTES = ['/v1/chat/completions', '/v1/completions', '/tokenize', '/detokenize'];
@@ -194,9 +196,11 @@ function makeRequest(r: Rand): Req {
     else delete headers['content-type'];
   } else if (kind < 95) {
     // Auth: missing, wrong, malformed.
-    const auth = r.pick(['', 'Bearer', 'Bearer sk-wrong', `bearer ${API_KEY}`, `Bearer ${API_KEY} `, `Basic ${API_KEY}`, 'Bearer \u00ff']);
+    // (Not "Bearer KEY ": HTTP drops whitespace around a header value, so that one is the key.)
+    const auth = r.pick(['', 'Bearer', 'Bearer sk-wrong', `bearer ${API_KEY}`, `Bearer  ${API_KEY}`, `Bearer ${API_KEY}x`, `Basic ${API_KEY}`, 'Bearer \u00ff']);
     if (auth) headers.authorization = auth;
     else delete headers.authorization;
+    req.badAuth = true;
     req.body = JSON.stringify(structuredBody(r, path));
   } else if (kind < 97) {
     // Other methods and routes.
@@ -246,6 +250,16 @@ function checkAnswer(status: number, contentType: string, text: string): string 
   return null;
 }
 
+const PROTECTED = new Set(['/v1/chat/completions', '/v1/completions', '/v1/models']);
+
+/** 401 for exactly the requests to a protected route that carried bad auth. */
+function checkAuth(req: Req, status: number): string | null {
+  const wants401 = req.badAuth === true && PROTECTED.has(req.path.split('?')[0]);
+  if (wants401 && status !== 401) return `status ${status} for bad auth on a protected route`;
+  if (!wants401 && status === 401) return 'a 401 for a request with the right key or to an open route';
+  return null;
+}
+
 async function send(req: Req): Promise<{ status: number; problem: string | null }> {
   const controller = new AbortController();
   const res = await fetch(`${origin}${req.path}`, { method: req.method, headers: req.headers, body: req.body, signal: controller.signal });
@@ -254,10 +268,10 @@ async function send(req: Req): Promise<{ status: number; problem: string | null 
     await reader.read();
     controller.abort();
     await reader.cancel().catch(() => {});
-    return { status: res.status, problem: null };
+    return { status: res.status, problem: checkAuth(req, res.status) };
   }
   const text = await res.text();
-  return { status: res.status, problem: checkAnswer(res.status, res.headers.get('content-type') ?? '', text) };
+  return { status: res.status, problem: checkAuth(req, res.status) ?? checkAnswer(res.status, res.headers.get('content-type') ?? '', text) };
 }
 
 /** Bytes that are not HTTP at all, straight onto a socket: Node's parser must refuse them and live on. */
@@ -299,7 +313,7 @@ describe('fuzz: random and mutated requests against the real server', () => {
     await Promise.all(Array.from({ length: CONCURRENCY }, worker));
     expect(failures, `seed ${SEED}`).toEqual([]);
     // The storm reached every kind of answer: successes, validation errors, auth, size, routing.
-    for (const s of [200, 400, 401, 404, 413]) expect(statuses.get(s) ?? 0, `status ${s} in ${JSON.stringify([...statuses])}`).toBeGreaterThan(0);
+    for (const s of [200, 400, 401, 404, 405, 413]) expect(statuses.get(s) ?? 0, `status ${s} in ${JSON.stringify([...statuses])}`).toBeGreaterThan(0);
     expect(statuses.get(200)!).toBeGreaterThan(REQUESTS * 0.1);
 
     // Still up, still serving, and nothing left behind in the engine.

@@ -1,0 +1,50 @@
+// A real server on loopback over a small generated model (the real addon, engine, tokenizer and chat
+// template), for the hardening tests: each starts its own with the options its attack needs.
+import type { AddressInfo } from 'node:net';
+import type { FastifyInstance } from 'fastify';
+import { loadServedModel, type LoadedModel, type LoadModelOptions } from '../../src/cli/load-model.ts';
+import { buildApp, type AppOptions } from '../../src/server/app.ts';
+import { testModel } from './model-fixtures.ts';
+import { listenLoopback } from './loopback.ts';
+
+export const TINY_MODEL = 'tiny-moe';
+
+/** The fuzz test's shape: loads in well under a second and generates hundreds of tokens per second. */
+export function tinyModelDir(): Promise<string> {
+  return testModel({ seed: 3, layers: 2, hidden: 32, heads: 2, kvHeads: 1, headDim: 16, experts: 4, topK: 2, moeIntermediate: 16, intermediate: 32, maxPositionEmbeddings: 512 });
+}
+
+export interface TinyServer {
+  loaded: LoadedModel;
+  app: FastifyInstance;
+  origin: string;
+  port: number;
+  close(): Promise<void>;
+}
+
+export async function startTinyServer(
+  app: Omit<Partial<AppOptions>, 'engine' | 'tokenizer' | 'template'> = {},
+  load: Partial<LoadModelOptions> = {},
+): Promise<TinyServer> {
+  const dir = await tinyModelDir();
+  const loaded = await loadServedModel({ dir, threads: 2, kvCacheGiB: 0.05, maxModelLen: 512, generationConfig: 'vllm', ...load });
+  const server = buildApp({
+    engine: loaded.engine,
+    tokenizer: loaded.tokenizer,
+    template: loaded.template,
+    servedModelName: TINY_MODEL,
+    vocabSize: loaded.config.native.vocabSize,
+    ...app,
+  });
+  const origin = await listenLoopback(server);
+  return {
+    loaded,
+    app: server,
+    origin,
+    port: (server.server.address() as AddressInfo).port,
+    async close() {
+      await server.close();
+      await loaded.engine.close();
+    },
+  };
+}
