@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { loadModelConfig, type ModelConfig } from '../model/config.ts';
+import { checkTokenIdsInVocab, ConfigError, show } from '../model/config-validate.ts';
 import { loadAddon } from '../native/load-addon.ts';
 import type { CodedWeights } from '../native/addon-types.ts';
 import { createEngine, DEFAULT_MAX_NUM_BATCHED_TOKENS, DEFAULT_MAX_NUM_SEQS, type LlmEngineHandle } from '../engine/engine.ts';
@@ -62,17 +63,30 @@ function samplingDefaultsFrom(dir: string): Partial<SamplingDefaults> {
   try {
     const gen = JSON.parse(fs.readFileSync(file, 'utf8')) as Record<string, unknown>;
     const out: Partial<SamplingDefaults> = {};
-    if (typeof gen.temperature === 'number') out.temperature = gen.temperature;
-    if (typeof gen.top_p === 'number') out.topP = gen.top_p;
-    if (typeof gen.top_k === 'number') out.topK = gen.top_k;
+    // Checked here, at load: a bad default would otherwise be a 400 on every request that leaves the field out.
+    const field = (key: string, ok: (v: number) => boolean, rule: string): number | undefined => {
+      const v = gen[key];
+      if (v === undefined || v === null) return undefined;
+      if (typeof v !== 'number' || !ok(v)) throw new ConfigError(`${file}: "${key}" must be ${rule} (got ${show(v)})`);
+      return v;
+    };
+    const temperature = field('temperature', (v) => Number.isFinite(v) && v >= 0, 'a finite number >= 0');
+    const topP = field('top_p', (v) => v > 0 && v <= 1, 'a number in (0, 1]');
+    const topK = field('top_k', (v) => Number.isInteger(v) && v >= -1, 'an integer >= -1 (0 or -1: off)');
+    if (temperature !== undefined) out.temperature = temperature;
+    if (topP !== undefined) out.topP = topP;
+    if (topK !== undefined) out.topK = topK;
     return out;
   } catch (err) {
+    if (err instanceof ConfigError) throw err;
     throw new Error(`${file}: invalid JSON (${(err as Error).message})`);
   }
 }
 
 export async function loadServedModel(options: LoadModelOptions): Promise<LoadedModel> {
   const config = loadModelConfig(options.dir);
+  const vocabFile = path.join(config.dir, 'config.json');
+  checkTokenIdsInVocab(config.eosSources, config.native.vocabSize, vocabFile);
   const contextLen = derivedMaxModelLen(config);
   const maxModelLen = options.maxModelLen ?? contextLen;
   if (!Number.isInteger(maxModelLen) || maxModelLen < 2) throw new Error(`max-model-len must be an integer >= 2 (got ${maxModelLen})`);
@@ -99,6 +113,12 @@ export async function loadServedModel(options: LoadModelOptions): Promise<Loaded
   });
   // Tokenizer and template first: a broken tokenizer should fail before minutes of weight loading.
   const tokenizer = loadTokenizer(config.dir);
+  // The config files' eos ids passed above, so one out of range here is tokenizer_config.json's eos_token.
+  const strayEos = tokenizer.eosTokenIds.find((id) => id >= config.native.vocabSize);
+  if (strayEos !== undefined) {
+    throw new ConfigError(`${path.join(config.dir, 'tokenizer_config.json')}: "eos_token" ${show(tokenizer.config.eos_token)} is token ${strayEos}, ` +
+      `not a token id of this model ("vocab_size" is ${config.native.vocabSize} in ${vocabFile})`);
+  }
   const template = createChatTemplate(tokenizer.config);
   const samplingDefaults = options.generationConfig === 'auto' || options.generationConfig === undefined ? samplingDefaultsFrom(config.dir) : {};
 
