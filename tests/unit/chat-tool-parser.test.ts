@@ -63,6 +63,32 @@ describe('Hermes tool-call parser', () => {
     expect(out.calls[0].arguments).toBe(JSON.stringify(args, null, 1));
   });
 
+  it('backslash escapes in strings: an odd number of escaped quotes, a string ending in a backslash, whole and streamed', () => {
+    // As JSON text: "say \"hi", "C:\\" and "\\\"".
+    const [quote, drive, both] = ['say "hi', 'C:\\', '\\"'];
+    const cases: Record<string, string>[] = [
+      { s: quote },
+      { s: drive },
+      { s: both },
+      { a: quote, b: drive, c: both },
+      // A marker inside a string after an escape: read as outside the string, it would end the call early.
+      { a: quote, b: '</tool_call>', c: drive },
+      { a: drive, b: '<tool_call>' },
+    ];
+    for (const args of cases) {
+      const text = `Calling.\n${call('f', args)}\nDone.`;
+      const out = parse(text, true);
+      expect(out.content, text).toBe('Calling.\nDone.');
+      expect(out.calls.map((c) => JSON.parse(c.arguments)), text).toEqual([args]);
+      // The call is out as soon as its end marker is in, not only at flush() (where a lost string state recovers).
+      for (const pieces of splits(text)) {
+        const parser = new ToolCallParser();
+        const calls = pieces.flatMap((p) => parser.push(p)).filter((e) => e.type === 'tool_call');
+        expect(calls.map((e) => e.type === 'tool_call' && JSON.parse(e.call.arguments)), JSON.stringify(pieces)).toEqual([args]);
+      }
+    }
+  });
+
   it('an end marker inside a JSON string does not end the call', () => {
     const args = { code: 'print("<tool_call>")\nprint("</tool_call>")' };
     const text = `Run it.\n${call('python', args)}`;

@@ -90,6 +90,31 @@ describe('BlockManager', () => {
       expect(bm.numFreeBlocks).toBe(8);
     });
 
+    it('chains each block\'s hash to its prefix: equal tokens after a different first block are another block', () => {
+      const bm = new BlockManager({ numBlocks: 8, blockSize: 2, enablePrefixCaching: true });
+      const [A, A2, B, C] = [[1, 2], [3, 4], [5, 6], [7, 8]];
+      const ab = seqOf([...A, ...B, 0]);
+      const a2c = seqOf([...A2, ...C, 0]);
+      for (const s of [ab, a2c]) {
+        bm.allocate(s, 5);
+        bm.cacheComputedBlocks(s, 5);
+      }
+      // [A', B]: A' is cached (from [A', C]) but B only after A, so B's KV is not this prefix's.
+      expect(bm.findCachedPrefix(seqOf([...A2, ...B, 0]))).toEqual([a2c.blockTable[0]]);
+      expect(bm.findCachedPrefix(seqOf([...A2, ...B, ...B, 0]))).toEqual([a2c.blockTable[0]]);
+      // The same B after A' is cached as a block of its own, under its own hash.
+      const a2b = seqOf([...A2, ...B, 0]);
+      bm.allocate(a2b, 5, bm.findCachedPrefix(a2b));
+      bm.cacheComputedBlocks(a2b, 5);
+      expect(a2b.blockTable[1]).not.toBe(ab.blockTable[1]);
+      expect(bm.blockHash(a2b.blockTable[1])).not.toBeNull();
+      expect(bm.blockHash(a2b.blockTable[1])).not.toBe(bm.blockHash(ab.blockTable[1]));
+      expect(bm.findCachedPrefix(seqOf([...A2, ...B, 9]))).toEqual(a2b.blockTable.slice(0, 2));
+      expect(bm.findCachedPrefix(seqOf([...A, ...B, 9]))).toEqual(ab.blockTable.slice(0, 2));
+      // Nothing of [A, B] serves a prompt that starts differently.
+      expect(bm.findCachedPrefix(seqOf([...C, ...B, 0]))).toEqual([]);
+    });
+
     it('revives cached free blocks, counting them against the free pool, and evicts LRU', () => {
       const bm = new BlockManager({ numBlocks: 4, blockSize: 2, enablePrefixCaching: true });
       const a = seqOf(range(5));

@@ -1,22 +1,48 @@
 // A deterministic stand-in for the native model, for unit tests of the engine's TS policy.
-// It keeps a real paged KV store (one token id per slot) and computes each position's logits
-// from the context it reads back through the block table, so a wrong batch layout, a wrong
-// block table or a block shared or reused while still live changes the output and fails the
-// test; `reference()` computes the same model without any paging or batching.
+// It keeps a real paged KV store and computes each position's logits from the context it reads
+// back through the block table, so a wrong batch layout, a wrong block table or a block shared or
+// reused while still live changes the output and fails the test; `reference()` computes the same
+// model without any paging or batching.
+//
+// Like a transformer's K/V, a slot holds a state of the whole prefix up to its position (chained
+// from the previous position's slot, read back through the block table when the step writes it),
+// not just its token: a cached block revived for a different prefix, even one whose own tokens
+// match, carries the wrong states and changes every later logit.
 import type { NativeModel, StepBatch, StepResult } from '../../src/native/addon-types.ts';
 import { Xoshiro128 } from '../../src/engine/rng.ts';
 
 export const VOCAB = 97;
 
-export function logitsOf(ctx: ArrayLike<number>, len = ctx.length): Float64Array {
+/** The state before position 0. States are >= 0, so -1 marks an unwritten slot. */
+const STATE0 = 0x2545f491;
+
+/** The KV state at a position: its token chained onto the previous position's state. */
+function nextState(prev: number, token: number): number {
+  let h = Math.imul(prev ^ Math.imul(token + 1, 0x9e3779b1), 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  h ^= h >>> 16;
+  return h >>> 1;
+}
+
+/** The logits at the last of `states` (the KV states of positions 0..p). */
+function logitsOfStates(states: ArrayLike<number>): Float64Array {
   let h = 0x811c9dc5;
-  for (let i = 0; i < len; i++) h = Math.imul(h ^ ctx[i], 16777619);
+  for (let i = 0; i < states.length; i++) h = Math.imul(h ^ states[i], 16777619);
   const out = new Float64Array(VOCAB);
   for (let v = 0; v < VOCAB; v++) {
     const x = Math.imul(h ^ Math.imul(v + 1, 0x9e3779b1), 0x85ebca6b) >>> 0;
     out[v] = (x % 10007) / 1000;
   }
   return out;
+}
+
+/** The logits after the first `len` tokens of `ctx`, as the model computes them with correct KV. */
+export function logitsOf(ctx: ArrayLike<number>, len = ctx.length): Float64Array {
+  const states: number[] = [];
+  let s = STATE0;
+  for (let i = 0; i < len; i++) states.push((s = nextState(s, ctx[i])));
+  return logitsOfStates(states);
 }
 
 export function logSoftmax(l: Float64Array): Float64Array {
@@ -132,13 +158,25 @@ export class FakeModel implements NativeModel {
     for (const a of [b.temperature, b.topP, b.topK, b.uniform, b.numLogprobs, b.promptLogprobs]) this.check(a.length === n, 'per-seq lengths');
     this.check(b.blockTables.length === n * w, 'blockTables size');
     const writtenBy = new Map<number, number>();
+    /** The KV state of position q of sequence s, through its block table. */
+    const readKv = (s: number, q: number): number => {
+      const j = Math.floor(q / bs);
+      const blk = j < w ? b.blockTables[s * w + j] : -1;
+      this.check(blk >= 0 && blk < this.kvBlocks, `position ${q} of sequence ${s} has no block`);
+      const v = this.kv[blk * bs + (q % bs)];
+      this.check(v >= 0, `KV of position ${q} missing`);
+      return v;
+    };
     for (let s = 0; s < n; s++) {
       const t0 = b.seqStart[s];
       const t1 = b.seqStart[s + 1];
       this.check(t1 > t0, `sequence ${s} has no tokens`);
+      const p0 = b.positions[t0];
+      // The step continues from the state of the position before, wherever the block table finds it.
+      let state = p0 > 0 ? readKv(s, p0 - 1) : STATE0;
       for (let t = t0; t < t1; t++) {
         const p = b.positions[t];
-        this.check(p === b.positions[t0] + (t - t0), `positions of sequence ${s} not consecutive`);
+        this.check(p === p0 + (t - t0), `positions of sequence ${s} not consecutive`);
         const slot = Math.floor(p / bs);
         this.check(slot < w, `position ${p} beyond the block table`);
         const blk = b.blockTables[s * w + slot];
@@ -146,7 +184,8 @@ export class FakeModel implements NativeModel {
         const owner = writtenBy.get(blk);
         this.check(owner === undefined || owner === s, `block ${blk} written by two sequences`);
         writtenBy.set(blk, s);
-        this.kv[blk * bs + (p % bs)] = b.tokens[t];
+        state = nextState(state, b.tokens[t]);
+        this.kv[blk * bs + (p % bs)] = state;
       }
     }
     for (let s = 0; s < n; s++) {
@@ -176,13 +215,9 @@ export class FakeModel implements NativeModel {
         const last = t === t1 - 1;
         if (b.targets[t] < 0 && !(last && b.sample[s])) continue;
         const p = b.positions[t];
-        const ctx: number[] = [];
-        for (let q = 0; q <= p; q++) {
-          const v = this.kv[b.blockTables[s * w + Math.floor(q / bs)] * bs + (q % bs)];
-          this.check(v >= 0, `KV of position ${q} missing`);
-          ctx.push(v);
-        }
-        const logits = logitsOf(ctx);
+        const states: number[] = [];
+        for (let q = 0; q <= p; q++) states.push(readKv(s, q));
+        const logits = logitsOfStates(states);
         const lsm = logSoftmax(logits);
         if (b.targets[t] >= 0) {
           r.targetLogprobs[t] = lsm[b.targets[t]];

@@ -160,6 +160,19 @@ describe('engine with a fake model', () => {
     expect(model.violations).toEqual([]);
   });
 
+  it('reuses no cached block whose own tokens match under another prefix (its KV depends on the prefix)', async () => {
+    const { model, engine } = setup({ enablePrefixCaching: true, blockSize: 4 });
+    const [a, a2, b, c] = [21, 22, 23, 24].map((seed) => promptOf(4, seed));
+    // [A, B] and [A', C] are cached; [A', B, …] may reuse A' but not B, whose KV was computed after A.
+    for (const prompt of [[...a, ...b, 1], [...a2, ...c, 2]]) await collect(engine.generate({ promptTokens: prompt, params: params({ maxTokens: 2 }) }));
+    const before = engine.stats().prefixCacheHits;
+    const prompt = [...a2, ...b, 3];
+    const r = await collect(engine.generate({ promptTokens: prompt, params: params({ maxTokens: 6 }) }));
+    expect(r.tokens).toEqual(reference(prompt, { maxTokens: 6, temperature: 0, seed: 0, stop: [] }).tokens);
+    expect(engine.stats().prefixCacheHits - before).toBe(4);
+    expect(model.violations).toEqual([]);
+  });
+
   it('aborts within one step and frees the blocks (signal and early break)', async () => {
     const { model, engine } = setup();
     const ac = new AbortController();
