@@ -1,8 +1,10 @@
-// Guided decoding's cost on the JS thread over the real 151,936-token Qwen3 vocabulary: preparing the
-// vocabulary, compiling grammars, and per generated token the mask (TokenGuide.next) and the advance
-// (accept), over random walks through several JSON schemas and a tool-call grammar. Then the same
-// next+accept per token against the model's decode step, on generated small models through the
-// real engine: tokens/s of a guided request vs an unguided one.
+// Guided decoding's cost over the real 151,936-token Qwen3 vocabulary: preparing the vocabulary,
+// compiling grammars, and per generated token the mask (TokenGuide.next: a round trip to the grammar
+// worker, which computes it) and the advance (accept), over random walks through several JSON schemas
+// and a tool-call grammar. Then several guides stepping together (their next() calls started in one
+// turn share one round trip), one after another vs all at once. Then next+accept per token against
+// the model's decode step, on generated small models through the real engine: tokens/s of a guided
+// request vs an unguided one.
 //
 //   node bin/run-ts.js bench/guided-mask.ts [--walks 20] [--decode-tokens 64] [--threads N]
 //
@@ -76,10 +78,10 @@ function popcount(w: number): number {
   return (((x + (x >>> 4)) & 0x0f0f0f0f) * 0x01010101) >>> 24;
 }
 
-/** A uniform draw among the allowed tokens (a stop token half the time when one is allowed). */
-function draw(row: Uint32Array, rng: Xoshiro128): number {
+/** A uniform draw among the allowed tokens (a stop token half the time when one is allowed and `stops`). */
+function draw(row: Uint32Array, rng: Xoshiro128, stops = true): number {
   const stop = EOS.find((t) => (row[t >>> 5] >>> (t & 31)) & 1);
-  if (stop !== undefined && rng.nextFloat() < 0.5) return stop;
+  if (stops && stop !== undefined && rng.nextFloat() < 0.5) return stop;
   let n = rng.nextU32() % row.reduce((a, w) => a + popcount(w), 0);
   for (let w = 0; w < row.length; w++) {
     const c = popcount(row[w]);
@@ -97,7 +99,7 @@ function draw(row: Uint32Array, rng: Xoshiro128): number {
 }
 
 async function maskCosts(gd: GuidedDecoding, walks: number): Promise<void> {
-  console.log('\nper generated token, JS thread (random walks, up to 200 tokens each):');
+  console.log('\nper generated token, one guide at a time (random walks, up to 200 tokens each):');
   const all: number[] = [];
   for (const [name, spec] of Object.entries(SPECS)) {
     let t0 = performance.now();
@@ -135,6 +137,40 @@ async function maskCosts(gd: GuidedDecoding, walks: number): Promise<void> {
   }
   const t = stats(all);
   console.log(`  all schemas: mask + accept per token mean ${ms(t.mean)}, p50 ${ms(t.p50)}, p99 ${ms(t.p99)}, max ${ms(t.max)}`);
+}
+
+/**
+ * `k` guides over one grammar advancing together for `steps` tokens: each step awaits every guide's
+ * next() (one after another, as the engine's fillGuideMasks does today, or all started at once), then
+ * accepts a random allowed token in each.
+ */
+async function batchCosts(gd: GuidedDecoding, k: number, steps: number, together: boolean): Promise<number> {
+  // Never complete within `steps`: every token is masked, strings included.
+  const spec: GuideSpec = { kind: 'json', param: 'bench', schema: { type: 'array', items: { type: 'string', maxLength: 6 }, minItems: 400 } };
+  const guides = await gd.guides(spec, k);
+  const rows = guides.map(() => new Uint32Array(gd.maskWords));
+  const rng = new Xoshiro128(k);
+  let ms = 0;
+  for (let i = 0; i < steps; i++) {
+    const t0 = performance.now();
+    if (together) await Promise.all(guides.map((g, j) => g.next(rows[j])));
+    else for (let j = 0; j < k; j++) await guides[j].next(rows[j]);
+    ms += performance.now() - t0;
+    guides.forEach((g, j) => {
+      if (!g.accept(draw(rows[j], rng, false))) throw new Error('rejected an allowed token');
+    });
+  }
+  for (const g of guides) g.dispose();
+  return ms / (steps * k);
+}
+
+async function batchTable(gd: GuidedDecoding): Promise<void> {
+  console.log('\nseveral guides stepping together, mask per token (mean over 100 steps):');
+  for (const k of [1, 4, 16]) {
+    const apart = await batchCosts(gd, k, 100, false);
+    const together = await batchCosts(gd, k, 100, true);
+    console.log(`  ${String(k).padStart(2)} guides: next() one after another ${ms(apart)}; all started at once (one round trip) ${ms(together)}`);
+  }
 }
 
 async function modelDir(name: string, opts: MakeModelOptions): Promise<string> {
@@ -196,12 +232,14 @@ async function main(): Promise<void> {
     .option('--threads <n>', 'native threads', intArg(1), os.availableParallelism())
     .parse();
   const o = program.opts<{ walks: number; decodeTokens: number; threads: number }>();
-  const gd = new GuidedDecoding({ tokenizerJson: () => JSON.parse(fs.readFileSync(TOKENIZER, 'utf8')) as Record<string, unknown>, vocabSize: VOCAB, stopTokenIds: EOS });
+  const gd = new GuidedDecoding({ tokenizerFile: TOKENIZER, vocabSize: VOCAB, stopTokenIds: EOS });
   const t0 = performance.now();
   await gd.warmup();
-  console.log(`guided decoding over ${VOCAB} tokens: loading xgrammar (WASM) and preparing the vocabulary took ${ms(performance.now() - t0)}`);
+  console.log(`guided decoding over ${VOCAB} tokens: starting the grammar worker, loading xgrammar (WASM) and preparing the vocabulary took ${ms(performance.now() - t0)}`);
   await maskCosts(gd, o.walks);
+  await batchTable(gd);
   await stepCosts(gd, o.decodeTokens, o.threads);
+  await gd.close();
 }
 
 await main();

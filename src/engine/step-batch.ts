@@ -73,19 +73,32 @@ export async function fillGuideMasks(
   const outcomes: GuideOutcome[] = chunks.map(() => 'free');
   let mask: Uint32Array | null = null;
   let has: Uint8Array | null = null;
+  // Every guide is asked at once: guides served by one worker (src/guided) answer a step in one round trip.
+  const pending: Promise<void>[] = [];
   for (let s = 0; s < chunks.length; s++) {
     const { seq, sample } = chunks[s];
     if (!sample || !seq.guide) continue;
     mask ??= new Uint32Array(chunks.length * words);
-    has ??= new Uint8Array(chunks.length);
+    const hasMask = (has ??= new Uint8Array(chunks.length));
+    let status: Promise<GuideStatus>;
     try {
-      const status = await seq.guide.next(mask.subarray(s * words, (s + 1) * words));
-      outcomes[s] = status;
-      if (status !== 'free') has[s] = 1;
+      status = seq.guide.next(mask.subarray(s * words, (s + 1) * words));
     } catch (error) {
-      outcomes[s] = { error };
+      status = Promise.reject(error);
     }
+    pending.push(
+      status.then(
+        (st) => {
+          outcomes[s] = st;
+          if (st !== 'free') hasMask[s] = 1;
+        },
+        (error: unknown) => {
+          outcomes[s] = { error };
+        },
+      ),
+    );
   }
+  await Promise.all(pending);
   if (mask && has && has.some((h) => h === 1)) {
     batch.allowedMask = mask;
     batch.hasMask = has;

@@ -46,6 +46,13 @@ const MAX_LENGTH_BOUND = 32;
 const CHAR = '[^\\0-\\x1f"\\\\]';
 const LOOKAHEAD = ' (= [,}\\]:])';
 const MAX_ITEMS_BOUND = 1000;
+/**
+ * Enum and const values in one grammar (all tools' schemas together). Each is an alternative that
+ * xgrammar compiles over the vocabulary: 4,096 compile in about 0.15 s, 60,000 in about 6 s of the
+ * grammar worker, which every other guided request waits for. OpenAI's structured outputs allow
+ * 1,000 enum values per schema; this is four times that.
+ */
+export const MAX_ENUM_VALUES = 4096;
 
 /** JSON text of a value with the grammar's separators. */
 export function compactJson(v: unknown): string {
@@ -66,6 +73,7 @@ export class GrammarBuilder {
   private readonly rules = new Map<string, string>();
   private readonly refRules = new Map<unknown, Map<string, string>>();
   private nodes = 0;
+  private enumValues = 0;
 
   /** Adds `name ::= body` (name made unique) and returns the name. */
   rule(hint: string, body: string): string {
@@ -176,6 +184,11 @@ export class GrammarBuilder {
     if (++this.nodes > MAX_SCHEMA_NODES) fail();
   }
 
+  countEnumValues(n: number, fail: () => never): void {
+    this.enumValues += n;
+    if (this.enumValues > MAX_ENUM_VALUES) fail();
+  }
+
   /** The grammar text, `root` being the start rule's body. */
   build(root: string): string {
     const lines = [`root ::= ${root}`];
@@ -239,6 +252,9 @@ class SchemaConverter {
       only(key, ['type']);
       if (key === 'enum' && (!Array.isArray(s.enum) || s.enum.length === 0)) this.fail(`${path}/enum`, 'must be a non-empty array');
       const values = key === 'enum' ? (s.enum as unknown[]) : [s.const];
+      this.g.countEnumValues(values.length, () =>
+        this.fail(`${path}/${key}`, `makes the constraint too large for guided decoding (more than ${MAX_ENUM_VALUES} enum and const values in all)`),
+      );
       const types = s.type === undefined ? null : this.types(s.type, path);
       const kept = values.filter((v) => types === null || types.includes(typeOfValue(v)) || (typeOfValue(v) === 'integer' && types.includes('number')));
       if (kept.length === 0) this.fail(path, `has no ${key} value of the allowed type`);

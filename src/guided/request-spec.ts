@@ -2,7 +2,7 @@
 // and a forced tool call (tool_choice 'required' or a named function). Bad values are RequestErrors
 // (OpenAI-shaped 400s) naming the parameter.
 import { RequestError } from '../engine/types.ts';
-import type { GuideSpec } from './guided-decoding.ts';
+import type { GuideSpec } from './guide-spec.ts';
 
 const isObject = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
 

