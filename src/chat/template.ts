@@ -18,6 +18,8 @@ export interface RenderOptions {
 
 export interface ChatTemplate {
   readonly source: string;
+  /** The tokenizer_config.json it was built from, so that worker threads can build the same one. */
+  readonly tokenizerConfig: Readonly<Record<string, unknown>>;
   render(messages: ChatMessage[], options?: RenderOptions): string;
 }
 
@@ -83,6 +85,7 @@ export function createChatTemplate(tokenizerConfig: Readonly<Record<string, unkn
   };
   return {
     source: plain,
+    tokenizerConfig,
     render(messages, options = {}) {
       const hasTools = options.tools !== undefined && options.tools.length > 0;
       const template = compile(hasTools ? withTools : plain);

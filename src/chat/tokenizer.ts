@@ -24,9 +24,63 @@ export interface TextTokenizer {
   readonly eosTokenIds: readonly number[];
   /** Raw tokenizer_config.json (chat_template, bos/eos tokens, ...). */
   readonly config: Readonly<Record<string, unknown>>;
+  /** How much text a token can stand for: a text too long for N tokens is refused without tokenizing it (fit-bound.ts). */
+  readonly lengthBound: LengthBound;
+  /** What the tokenizer was built from, so that worker threads can build the same one. */
+  readonly source: TokenizerSource;
 }
 
-function readJson(file: string, required: boolean): Record<string, unknown> | undefined {
+export interface TokenizerSource {
+  /** tokenizer.json: its text as read from disk (cheap to send to a thread) or the parsed object. */
+  tokenizerJson: string | Record<string, unknown>;
+  tokenizerConfig: Record<string, unknown>;
+  extraEosIds: readonly number[];
+}
+
+export type NormalForm = 'NFC' | 'NFD' | 'NFKC' | 'NFKD';
+
+export interface LengthBound {
+  /** The longest token, in bytes of normalized text. */
+  tokenBytes: number;
+  /** How many bytes of non-ASCII input the normalizer can turn into one byte (1: none or NFD; Infinity: unknown). */
+  shrink: number;
+  /** The normalizer, when it is exactly one Unicode normalization (String.prototype.normalize does the same). */
+  form: NormalForm | null;
+}
+
+const FORMS: readonly string[] = ['NFC', 'NFD', 'NFKC', 'NFKD'];
+
+/**
+ * How many bytes of text a normalizer can turn into one byte: NFC/NFKC compose (Hangul L+V+T jamo,
+ * 9 bytes, become one 3-byte syllable) and NFKC/NFKD fold (a 3-byte full-width letter becomes one
+ * ASCII byte), by at most 3; pure ASCII is left alone by all four. Others (Replace, Strip, ...) can
+ * shrink text without a bound the server can know.
+ */
+function normalizerShrink(normalizer: unknown): number {
+  if (normalizer === null || normalizer === undefined) return 1;
+  const type = (normalizer as { type?: unknown }).type;
+  if (type === 'NFD') return 1;
+  if (type === 'NFC' || type === 'NFKC' || type === 'NFKD') return 3;
+  if (type === 'Sequence') {
+    const parts = (normalizer as { normalizers?: unknown }).normalizers;
+    return Array.isArray(parts) ? parts.reduce((f: number, n) => f * normalizerShrink(n), 1) : Number.POSITIVE_INFINITY;
+  }
+  return Number.POSITIVE_INFINITY;
+}
+
+/** The longest token in bytes of text: byte-level vocabularies spell each byte as one character. */
+function maxTokenBytes(tokenizerJson: Record<string, unknown>, vocab: Map<string, number>, added: ReadonlyMap<string, number>): number {
+  const decoder = tokenizerJson.decoder as { type?: unknown } | null | undefined;
+  const byteLevel = decoder?.type === 'ByteLevel';
+  let max = 1;
+  for (const token of vocab.keys()) {
+    const bytes = byteLevel && !added.has(token) ? token.length : Buffer.byteLength(token);
+    if (bytes > max) max = bytes;
+  }
+  return max;
+}
+
+function readJsonText(file: string, required: boolean): { value: Record<string, unknown>; text: string } | undefined {
   let text: string;
   try {
     text = fs.readFileSync(file, 'utf8');
@@ -37,11 +91,13 @@ function readJson(file: string, required: boolean): Record<string, unknown> | un
   try {
     const value: unknown = JSON.parse(text);
     if (value === null || typeof value !== 'object' || Array.isArray(value)) throw new Error('not a JSON object');
-    return value as Record<string, unknown>;
+    return { value: value as Record<string, unknown>, text };
   } catch (err) {
     throw new Error(`${file}: invalid JSON (${(err as Error).message})`);
   }
 }
+
+const readJson = (file: string, required: boolean) => readJsonText(file, required)?.value;
 
 function idList(value: unknown): number[] {
   if (Number.isInteger(value)) return [value as number];
@@ -58,16 +114,20 @@ function tokenContent(value: unknown): string | undefined {
   return undefined;
 }
 
+/** `jsonText`: tokenizer.json's text when it was read from a file (kept as the source for workers). */
 export function createTokenizer(
   tokenizerJson: Record<string, unknown>,
   tokenizerConfig: Record<string, unknown>,
   extraEosIds: readonly number[] = [],
+  jsonText?: string,
 ): TextTokenizer {
   const tok = new Tokenizer(tokenizerJson, tokenizerConfig);
   const addedTokens = new Map<string, number>();
   for (const [id, added] of tok.get_added_tokens_decoder()) addedTokens.set(added.content, id);
   let size = 0;
-  for (const id of tok.get_vocab(true).values()) size = Math.max(size, id + 1);
+  const vocab = tok.get_vocab(true);
+  for (const id of vocab.values()) size = Math.max(size, id + 1);
+  const longest = maxTokenBytes(tokenizerJson, vocab, addedTokens);
 
   const eos = new Set<number>(extraEosIds);
   const eosContent = tokenContent(tokenizerConfig.eos_token);
@@ -97,19 +157,26 @@ export function createTokenizer(
     addedTokens,
     eosTokenIds: [...eos].sort((a, b) => a - b),
     config: tokenizerConfig,
+    lengthBound: {
+      tokenBytes: longest,
+      shrink: normalizerShrink(tokenizerJson.normalizer),
+      form: FORMS.includes(String((tokenizerJson.normalizer as { type?: unknown } | null)?.type)) ? ((tokenizerJson.normalizer as { type: NormalForm }).type) : null,
+    },
+    source: { tokenizerJson: jsonText ?? tokenizerJson, tokenizerConfig, extraEosIds: [...extraEosIds] },
   };
 }
 
 /** Loads MODEL_DIR/tokenizer.json and tokenizer_config.json; eos ids also from generation_config.json / config.json. */
 export function loadTokenizer(modelDir: string): TextTokenizer {
-  const tokenizerJson = readJson(path.join(modelDir, 'tokenizer.json'), true)!;
+  const tokenizerFile = path.join(modelDir, 'tokenizer.json');
+  const tokenizerJson = readJsonText(tokenizerFile, true)!;
   const tokenizerConfig = readJson(path.join(modelDir, 'tokenizer_config.json'), false) ?? {};
   const generationConfig = readJson(path.join(modelDir, 'generation_config.json'), false);
   const modelConfig = readJson(path.join(modelDir, 'config.json'), false);
   const eos = [...idList(generationConfig?.eos_token_id), ...idList(modelConfig?.eos_token_id)];
   try {
-    return createTokenizer(tokenizerJson, tokenizerConfig, eos);
+    return createTokenizer(tokenizerJson.value, tokenizerConfig, eos, tokenizerJson.text);
   } catch (err) {
-    throw new Error(`${path.join(modelDir, 'tokenizer.json')}: cannot build the tokenizer (${(err as Error).message})`);
+    throw new Error(`${tokenizerFile}: cannot build the tokenizer (${(err as Error).message})`);
   }
 }

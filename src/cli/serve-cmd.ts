@@ -2,7 +2,9 @@
 import os from 'node:os';
 import path from 'node:path';
 import { Command, Option } from 'commander';
-import { buildApp } from '../server/app.ts';
+import { buildApp, DEFAULT_MAX_CHOICES_PER_REQUEST, DEFAULT_MAX_CONNECTIONS, DEFAULT_TIMEOUT_MS } from '../server/app.ts';
+import { DEFAULT_TOKENIZER_WORKERS } from '../chat/text-service.ts';
+import { DEFAULT_SHUTDOWN_TIMEOUT_S, drain } from '../server/drain.ts';
 import { DEFAULT_MAX_NUM_BATCHED_TOKENS, DEFAULT_MAX_NUM_SEQS } from '../engine/engine.ts';
 import { DEFAULT_BLOCK_SIZE, loadServedModel } from './load-model.ts';
 import { describeKvPlan } from './kv-plan.ts';
@@ -35,6 +37,16 @@ export interface ServeOptions {
   mlock?: boolean;
   /** commander's --no-weight-coding. */
   weightCoding: boolean;
+  // ---- limits and timeouts (README: Security and limits) ----
+  maxChoicesPerRequest: number;
+  /** MiB; undefined: from max-model-len (defaultBodyLimit). */
+  maxBodySize?: number;
+  /** Seconds. */
+  requestTimeout: number;
+  writeTimeout: number;
+  shutdownTimeout: number;
+  maxConnections: number;
+  tokenizerWorkers: number;
 }
 
 export async function serve(modelDirArg: string | undefined, opts: ServeOptions): Promise<void> {
@@ -69,7 +81,7 @@ export async function serve(modelDirArg: string | undefined, opts: ServeOptions)
   );
   const names = opts.servedModelName?.length ? opts.servedModelName : [path.basename(modelDir)];
   const guidedDecoding = guidedDecodingFor(path.join(modelDir, 'tokenizer.json'), loaded.config.native.vocabSize, loaded.engine.eosTokenIds);
-  // Before listening: preparing the vocabulary blocks the JS thread for about a second.
+  // Before listening: the grammar worker prepares the vocabulary (about a second) before the first guided request.
   await guidedDecoding.warmup().catch((err: unknown) => {
     console.warn(`guided decoding unavailable until a request retries it: ${(err as Error).message}`);
   });
@@ -88,7 +100,15 @@ export async function serve(modelDirArg: string | undefined, opts: ServeOptions)
     toolCallParser: opts.toolCallParser === 'none' ? null : undefined,
     guidedDecoding,
     logger: { level: 'warn' },
+    maxChoicesPerRequest: opts.maxChoicesPerRequest,
+    bodyLimit: opts.maxBodySize === undefined ? undefined : Math.floor(opts.maxBodySize * 2 ** 20),
+    requestTimeoutMs: opts.requestTimeout * 1000,
+    writeTimeoutMs: opts.writeTimeout * 1000,
+    maxConnections: opts.maxConnections,
+    tokenizerWorkers: opts.tokenizerWorkers,
   });
+  // Each tokenizer worker builds the tokenizer (about a second): before listening, not on the first request.
+  await app.textService.warmup();
   let closing = false;
   const shutdown = async (signal: string) => {
     if (closing) {
@@ -96,10 +116,11 @@ export async function serve(modelDirArg: string | undefined, opts: ServeOptions)
       process.exit(1);
     }
     closing = true;
-    console.log(`${signal}: shutting down`);
-    // Stop listening and end in-flight requests (as aborted) together: an open stream would
-    // otherwise hold app.close() until it finished generating.
-    await Promise.all([app.close(), loaded.engine.close()]);
+    const grace = opts.shutdownTimeout;
+    console.log(`${signal}: draining (no new connections; running requests have ${grace} s to finish, --shutdown-timeout)`);
+    await drain(app, loaded.engine, grace * 1000);
+    await guidedDecoding.close();
+    console.log('shut down');
     process.exit(0);
   };
   process.on('SIGINT', () => void shutdown('SIGINT'));
@@ -143,6 +164,13 @@ export function serveCommand(): Command {
     .option('--reasoning-parser <name>', "<think>…</think> → reasoning_content ('none' to turn off)", choiceArg(['qwen3', 'none'] as const), 'qwen3')
     .option('--tool-call-parser <name>', "<tool_call> blocks → tool_calls ('none' to turn off)", choiceArg(['hermes', 'none'] as const), 'hermes')
     .option('--enable-auto-tool-choice', "accepted as in vLLM; tool_choice 'auto' is on whenever a tool-call parser is")
+    .option('--max-choices-per-request <n>', 'most choices (prompts × n) one request may ask for', intArg(1), DEFAULT_MAX_CHOICES_PER_REQUEST)
+    .option('--max-body-size <MiB>', 'largest request body (default: 64 bytes per token of max-model-len, 1 to 32 MiB)', positiveNumberArg)
+    .option('--request-timeout <seconds>', 'time to receive a whole request, headers and body', intArg(1), DEFAULT_TIMEOUT_MS / 1000)
+    .option('--write-timeout <seconds>', 'how long a stream waits for a client that does not read it before closing the connection', intArg(1), DEFAULT_TIMEOUT_MS / 1000)
+    .option('--max-connections <n>', 'open connections at most; more are closed on arrival', intArg(1), DEFAULT_MAX_CONNECTIONS)
+    .option('--shutdown-timeout <seconds>', 'on SIGTERM/SIGINT, how long running requests may take to finish before they get a 503', intArg(0), DEFAULT_SHUTDOWN_TIMEOUT_S)
+    .option('--tokenizer-workers <n>', 'worker threads that tokenize prompts and render chat templates', intArg(1), DEFAULT_TOKENIZER_WORKERS)
     .action(async (modelDir: string | undefined, opts: ServeOptions) => {
       await serve(modelDir, opts);
     });

@@ -1,6 +1,7 @@
 // A single-consumer push queue exposed as an AsyncIterable: the engine pushes events as steps
-// complete, the HTTP layer pulls them with `for await`. Unbounded (a request's events are at
-// most its prompt_logprobs, max_tokens tokens and one finish).
+// complete, the HTTP layer pulls them with `for await`. push() never blocks; a producer that must
+// not run ahead of its consumer watches `size` and `onTake` (the engine pauses a sequence whose
+// events pile up).
 
 export class AsyncQueue<T> implements AsyncIterableIterator<T> {
   private readonly items: T[] = [];
@@ -9,11 +10,19 @@ export class AsyncQueue<T> implements AsyncIterableIterator<T> {
   private error: unknown = undefined;
   private failed = false;
 
+  /** Runs after the consumer takes a queued item (size has just dropped by one). */
+  onTake: (() => void) | null = null;
+
   /** `onCancel` runs once when the consumer stops early (break/return/throw in `for await`). */
   constructor(private readonly onCancel?: () => void) {}
 
   get closed(): boolean {
     return this.ended || this.failed;
+  }
+
+  /** Items pushed and not yet taken. */
+  get size(): number {
+    return this.items.length;
   }
 
   push(item: T): void {
@@ -39,7 +48,11 @@ export class AsyncQueue<T> implements AsyncIterableIterator<T> {
   }
 
   next(): Promise<IteratorResult<T>> {
-    if (this.items.length > 0) return Promise.resolve({ value: this.items.shift() as T, done: false });
+    if (this.items.length > 0) {
+      const value = this.items.shift() as T;
+      this.onTake?.();
+      return Promise.resolve({ value, done: false });
+    }
     if (this.failed) {
       const e = this.error;
       // Raise once; afterwards the iterator is simply done.

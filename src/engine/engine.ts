@@ -5,7 +5,7 @@ import { AsyncQueue } from './async-queue.ts';
 import { BlockManager } from './block-manager.ts';
 import { randomSeed } from './rng.ts';
 import { Scheduler, type SchedulerOutput } from './scheduler.ts';
-import { Sequence } from './sequence.ts';
+import { MAX_EVENT_BACKLOG, Sequence } from './sequence.ts';
 import { buildStepBatch, checkStepResult, fillGuideMasks, promptLogprobAt, sampledLogprob, type GuideOutcome } from './step-batch.ts';
 import type { Engine, EngineEvent, EngineStats, FinishReason, GenerateRequest } from './types.ts';
 import { validateRequest } from './validate.ts';
@@ -55,6 +55,8 @@ class LlmEngine implements LlmEngineHandle {
   private nextId = 0;
   private wake: (() => void) | null = null;
   private closing = false;
+  /** What requests arriving after close() fail with. */
+  private closeReason: Error | null = null;
   private closed: Promise<void> | null = null;
   private readonly loop: Promise<void>;
   private promptTokens = 0;
@@ -95,7 +97,7 @@ class LlmEngine implements LlmEngineHandle {
       }
     });
     try {
-      if (this.closing) throw new Error('the engine is closed');
+      if (this.closing) throw this.closeReason ?? new Error('the engine is closed');
       validateRequest(request, { maxModelLen: this.maxModelLen, vocabSize: this.vocabSize });
     } catch (e) {
       request.guide?.dispose();
@@ -104,6 +106,10 @@ class LlmEngine implements LlmEngineHandle {
     }
     const { params, signal } = request;
     seq = new Sequence(this.nextId++, request.promptTokens, params, params.seed ?? randomSeed(), events);
+    // The consumer caught up with a paused sequence: it may run again.
+    events.onTake = () => {
+      if (events.size === MAX_EVENT_BACKLOG - 1) this.notify();
+    };
     seq.guide = request.guide ?? null;
     this.promptTokens += seq.numPromptTokens;
     if (signal?.aborted) {
@@ -143,13 +149,24 @@ class LlmEngine implements LlmEngineHandle {
     };
   }
 
-  /** Ends every request with 'abort' after the step in flight, then closes the model if owned. */
-  close(): Promise<void> {
+  /**
+   * After the step in flight, ends every request: with `reason` as its stream's error when given (a
+   * server shutting down says so), else with finish 'abort'. Then closes the model if owned.
+   */
+  close(reason?: Error): Promise<void> {
     if (!this.closed) {
       this.closing = true;
+      this.closeReason = reason ?? null;
       this.notify();
       this.closed = this.loop.then(() => {
-        for (const seq of [...this.live]) this.finish(seq, 'abort');
+        for (const seq of [...this.live]) {
+          if (!reason) {
+            this.finish(seq, 'abort');
+          } else if (!seq.finished) {
+            this.retire(seq);
+            seq.events.fail(reason);
+          }
+        }
         if (this.ownsModel) this.model.close();
       });
     }
@@ -172,7 +189,14 @@ class LlmEngine implements LlmEngineHandle {
           continue;
         }
         const out = this.scheduler.schedule();
-        if (out.chunks.length === 0) throw new Error('scheduler produced an empty step while requests are pending');
+        if (out.chunks.length === 0) {
+          // Every sequence that could run is paused for its consumer: sleep until one catches up (onTake) or aborts.
+          if ([...this.scheduler.running, ...this.scheduler.waiting].some((s) => s.paused)) {
+            await new Promise<void>((resolve) => (this.wake = resolve));
+            continue;
+          }
+          throw new Error('scheduler produced an empty step while requests are pending');
+        }
         const batch = buildStepBatch(out.chunks, this.eosTokenIds);
         // No await unless some sequence is guided: from one step's result to the next step's launch the loop
         // runs without yielding, so that the consumers (SSE formatting, socket writes) of the tokens just

@@ -12,6 +12,8 @@ export interface SchedSequence extends KvSequence {
   numComputed: number;
   /** False while the sequence still needs prompt logprobs: cached positions would yield none. */
   readonly usePrefixCache: boolean;
+  /** Its consumer is behind: it keeps its place and its KV but is not scheduled. */
+  readonly paused?: boolean;
 }
 
 export interface ScheduledChunk<S> {
@@ -81,6 +83,7 @@ export class Scheduler<S extends SchedSequence> {
     let budget = this.maxNumBatchedTokens;
     const chunks = new Map<S, ScheduledChunk<S>>();
     const preempted: S[] = [];
+    const yielded = this.preemptPaused();
 
     // Running sequences, decodes before prefill continuations so a long prompt cannot stall them.
     for (const decodes of [true, false]) {
@@ -88,7 +91,7 @@ export class Scheduler<S extends SchedSequence> {
         const seq = this.running[i];
         const remaining = seq.tokens.length - seq.numComputed;
         // remaining 0 only if the caller skipped appending a sampled token; nothing to run then.
-        if (remaining === 0 || chunks.has(seq) || (remaining === 1) !== decodes) continue;
+        if (remaining === 0 || seq.paused || chunks.has(seq) || (remaining === 1) !== decodes) continue;
         const n = Math.min(remaining, budget);
         let selfPreempted = false;
         while (!this.blocks.canAllocate(seq, seq.numComputed + n)) {
@@ -115,7 +118,10 @@ export class Scheduler<S extends SchedSequence> {
     // Admission, FCFS: stop at the first sequence that does not fit. Not after a preemption,
     // which means the pool is already short.
     while (preempted.length === 0 && this.waiting.length > 0 && this.running.length < this.maxNumSeqs && budget > 0) {
-      const seq = this.waiting[0];
+      // A paused sequence (preempted while its consumer was behind) waits without holding up the rest.
+      const at = this.waiting.findIndex((s) => !s.paused);
+      if (at < 0) break;
+      const seq = this.waiting[at];
       const hits = seq.usePrefixCache ? this.blocks.findCachedPrefix(seq) : [];
       const computed = hits.length * this.blocks.blockSize;
       const n = Math.min(seq.tokens.length - computed, budget);
@@ -126,7 +132,7 @@ export class Scheduler<S extends SchedSequence> {
         this.prefixCacheHits += computed;
       }
       seq.numComputed = computed;
-      this.waiting.shift();
+      this.waiting.splice(at, 1);
       this.running.push(seq);
       chunks.set(seq, { seq, start: computed, numTokens: n, sample: computed + n === seq.tokens.length });
       budget -= n;
@@ -134,7 +140,19 @@ export class Scheduler<S extends SchedSequence> {
 
     const ordered = [...chunks.values()];
     for (const c of ordered) c.seq.numComputed = c.start + c.numTokens;
-    return { chunks: ordered, preempted, numBatchedTokens: this.maxNumBatchedTokens - budget };
+    return { chunks: ordered, preempted: [...yielded, ...preempted], numBatchedTokens: this.maxNumBatchedTokens - budget };
+  }
+
+  /**
+   * Running sequences paused for their consumers (clients not reading) give their slot and KV blocks to
+   * a waiting sequence that can run: otherwise max-num-seqs slow readers would hold the server until
+   * their write timeouts. They recompute when their consumers catch up.
+   */
+  private preemptPaused(): S[] {
+    if (!this.waiting.some((s) => !s.paused)) return [];
+    const paused = this.running.filter((s) => s.paused);
+    for (let i = paused.length - 1; i >= 0; i--) this.preempt(paused[i]);
+    return paused;
   }
 
   /** After the step ran: its full blocks now hold KV and may enter the prefix cache. */

@@ -6,6 +6,13 @@ import type { EngineEvent, SamplingParams, TokenGuide, TokenLogprob } from './ty
 import { Xoshiro128 } from './rng.ts';
 import type { LogitsState } from './logits-processing.ts';
 
+/**
+ * Events a sequence may have waiting for its consumer before it is paused (not scheduled) until the
+ * consumer catches up: a client that stops reading its stream stops its generation instead of
+ * filling memory. A consumer that keeps up holds zero or one.
+ */
+export const MAX_EVENT_BACKLOG = 64;
+
 export class Sequence implements SchedSequence {
   readonly tokens: number[];
   readonly numPromptTokens: number;
@@ -49,5 +56,10 @@ export class Sequence implements SchedSequence {
 
   get usePrefixCache(): boolean {
     return !this.wantsPromptLogprobs;
+  }
+
+  /** Its consumer has fallen MAX_EVENT_BACKLOG events behind: skip it until that changes. */
+  get paused(): boolean {
+    return this.events.size >= MAX_EVENT_BACKLOG;
   }
 }

@@ -75,7 +75,12 @@ export interface TokenGuide {
    * allows only stop tokens; the engine ends the request with finish 'stop'.
    */
   next(row: Uint32Array): Promise<GuideStatus>;
-  /** Advances past the sampled token; false when the constraint rejects it. */
+  /**
+   * Advances past the sampled token; false when the constraint rejects it. Synchronous: an
+   * implementation whose state lives elsewhere (src/guided: the grammar worker) may answer from the
+   * last mask and apply the token with the next next(); a token it took on trust and then finds
+   * rejected makes that next() reject ("the grammar rejects token N"), failing the request one step later.
+   */
   accept(token: number): boolean;
   dispose(): void;
 }
@@ -104,7 +109,8 @@ export interface Engine {
   /** Rejects (before any event) with a RequestError when the request cannot be served. */
   generate(request: GenerateRequest): AsyncIterable<EngineEvent>;
   stats(): EngineStats;
-  close(): Promise<void>;
+  /** Ends every request (with `reason` as their error when given, else finish 'abort') and frees the engine. */
+  close(reason?: Error): Promise<void>;
 }
 
 /** A request the engine refuses; the HTTP layer maps it to an OpenAI-shaped 400. */

@@ -3,9 +3,9 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import { ChatOutputParser, type OutputParserOptions } from '../chat/output-parser.ts';
 import { promptOpensReasoning } from '../chat/reasoning-parser.ts';
 import { badRequest, toErrorReply } from './errors.ts';
-import { checkModel, nowSeconds, responseId, usage, type ServerContext } from './context.ts';
+import { checkChoiceCount, checkModel, nowSeconds, responseId, usage, type ServerContext } from './context.ts';
 import { checkPromptTokens, resolveMaxTokens, samplingParams, stopStrings } from './sampling.ts';
-import { choiceStream, mergeStreams, type ChoiceFinish, type ChoiceSpec } from './choice-stream.ts';
+import { streamChoices, type ChoiceFinish, type ChoiceSpec } from './choice-stream.ts';
 import { LogprobRenderer, type ChatLogprob } from './logprobs.ts';
 import { disconnectSignal, SseWriter } from './sse.ts';
 import type { ChatBody } from './schemas.ts';
@@ -21,7 +21,7 @@ interface RenderedPrompt {
   tools: Record<string, unknown>[] | undefined;
 }
 
-function renderPrompt(body: ChatBody, ctx: ServerContext): RenderedPrompt {
+async function renderPrompt(body: ChatBody, ctx: ServerContext): Promise<RenderedPrompt> {
   if (!ctx.template) {
     throw badRequest('This model has no chat template (tokenizer_config.json has no chat_template); use /v1/completions.', 'messages');
   }
@@ -30,13 +30,14 @@ function renderPrompt(body: ChatBody, ctx: ServerContext): RenderedPrompt {
   if (toolChoice.mode === 'auto' && !ctx.chatParsers.toolCalls) {
     throw badRequest("tool_choice 'auto' needs a tool call parser, and this server runs without one; use tool_choice 'none'", 'tool_choice');
   }
-  const text = ctx.template.render(body.messages.map(toTemplateMessage), {
-    tools,
-    addGenerationPrompt: body.add_generation_prompt ?? true,
-    kwargs: body.chat_template_kwargs ?? undefined,
-  });
-  // The template writes every special token itself (BOS included, where a model has one).
-  return { ids: ctx.tokenizer.encode(text, { addSpecialTokens: false }), text, toolChoice, tools };
+  // Rendered and tokenized off the event loop; the template writes every special token itself (BOS
+  // included, where a model has one).
+  const { text, ids } = await ctx.text.renderChat(
+    body.messages.map(toTemplateMessage),
+    { tools, addGenerationPrompt: body.add_generation_prompt ?? true, kwargs: body.chat_template_kwargs ?? undefined },
+    { addSpecialTokens: false, maxTokens: ctx.limits.maxModelLen, param: 'messages' },
+  );
+  return { ids, text, toolChoice, tools };
 }
 
 /**
@@ -84,7 +85,9 @@ export function chatCompletionsHandler(ctx: ServerContext) {
       throw badRequest("'top_logprobs' requires 'logprobs' to be true", 'top_logprobs');
     }
     const topN = wantLogprobs ? (body.top_logprobs ?? 0) : null;
-    const prompt = renderPrompt(body, ctx);
+    const n = body.n ?? 1;
+    checkChoiceCount(1, n, ctx.limits.maxChoicesPerRequest);
+    const prompt = await renderPrompt(body, ctx);
     const promptIds = prompt.ids;
     checkPromptTokens(promptIds, ctx.limits, 'messages');
     const maxParam = body.max_completion_tokens !== undefined && body.max_completion_tokens !== null ? 'max_completion_tokens' : 'max_tokens';
@@ -95,7 +98,6 @@ export function chatCompletionsHandler(ctx: ServerContext) {
       ctx.limits,
       maxParam,
     );
-    const n = body.n ?? 1;
     const stops = stopStrings(body);
     const userStopTokenIds = new Set(body.stop_token_ids ?? []);
     const specs: ChoiceSpec[] = Array.from({ length: n }, (_, i) => ({
@@ -120,7 +122,7 @@ export function chatCompletionsHandler(ctx: ServerContext) {
     };
     const maxToolCalls = body.parallel_tool_calls === false ? 1 : Number.POSITIVE_INFINITY;
     const states = specs.map(() => new ChoiceState(parsing, maxToolCalls));
-    const merged = mergeStreams(specs.map((spec) => choiceStream(ctx.engine, ctx.tokenizer, spec, abort.signal)));
+    const merged = streamChoices(ctx.engine, ctx.tokenizer, specs, abort.signal);
     const id = responseId('chatcmpl');
     const created = nowSeconds();
     const completionTokens = () => states.reduce((sum, s) => sum + (s.finish?.completionTokens ?? 0), 0);
@@ -152,7 +154,7 @@ export function chatCompletionsHandler(ctx: ServerContext) {
       }
 
       const includeUsage = body.stream_options?.include_usage === true;
-      const sse = new SseWriter(reply);
+      const sse = new SseWriter(reply, ctx.timeouts.writeMs);
       const chunk = (choices: unknown[]) => ({
         id,
         object: 'chat.completion.chunk',

@@ -1,6 +1,7 @@
 // One choice of a response: an engine request turned into text deltas, with stop strings applied.
 import type { Engine, FinishReason, SamplingParams, TokenGuide, TokenLogprob } from '../engine/types.ts';
 import { IncrementalDetokenizer, StopStringMatcher, type Decoder } from '../chat/detokenizer.ts';
+import { AsyncQueue } from '../engine/async-queue.ts';
 
 export interface ChoiceSpec {
   index: number;
@@ -106,30 +107,72 @@ export async function* choiceStream(
   }
 }
 
+/** Choices started per turn of the event loop. */
+const START_SLICE = 128;
+
+export const yieldToEventLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
+
 /**
- * Interleaves several async iterables in arrival order. Ending early (return/throw) ends them all;
- * the first error rejects the merged stream.
+ * Interleaves several async iterables in arrival order, in time linear in the events: each source has
+ * at most one next() in flight, and its result joins one ready queue. A source is asked for its next
+ * item only after the consumer has taken the previous one, so a consumer that stops pulling (a client
+ * that stops reading) holds the backlog in the sources, where the engine can see it and pause them.
+ * Ending early (return/throw) ends them all; the first error rejects the merged stream.
  */
 export async function* mergeStreams<T>(streams: AsyncIterable<T>[]): AsyncGenerator<T> {
   const iterators = streams.map((s) => s[Symbol.asyncIterator]());
-  type Pending = Promise<{ i: number; result: IteratorResult<T> }>;
-  const pending = new Map<number, Pending>();
-  const pull = (i: number) => pending.set(i, iterators[i].next().then((result) => ({ i, result })));
-  iterators.forEach((_, i) => pull(i));
+  const ready = new AsyncQueue<{ i: number; result: IteratorResult<T> }>();
+  const open = new Set<number>(iterators.keys());
+  const pull = (i: number) => {
+    iterators[i].next().then(
+      (result) => ready.push({ i, result }),
+      (error: unknown) => ready.fail(error),
+    );
+  };
   try {
-    while (pending.size > 0) {
-      const { i, result } = await Promise.race(pending.values());
+    // Starting a source runs its request's set-up (engine admission included) synchronously: thousands
+    // of choices start in slices, with the event loop served in between.
+    for (let i = 0; i < iterators.length; i++) {
+      pull(i);
+      if (i % START_SLICE === START_SLICE - 1) await yieldToEventLoop();
+    }
+    while (open.size > 0) {
+      const next = await ready.next();
+      if (next.done) return;
+      const { i, result } = next.value;
       if (result.done) {
-        pending.delete(i);
-      } else {
-        pull(i);
-        yield result.value;
+        open.delete(i);
+        continue;
       }
+      yield result.value;
+      pull(i);
     }
   } finally {
     // Close what is still open without waiting: a generator's return() queues behind its pending
     // next(), which the caller ends by aborting the requests. Unawaited rejections are swallowed.
-    for (const p of pending.values()) p.catch(() => {});
-    for (const i of pending.keys()) iterators[i].return?.().catch(() => {});
+    void ready.return();
+    for (const i of open) iterators[i].return?.().catch(() => {});
   }
+}
+
+/**
+ * Every choice of a response as one stream: one engine request per spec, all aborted when `signal`
+ * aborts. One listener on `signal` whatever the number of choices (a listener per choice would trip
+ * Node's MaxListenersExceededWarning at n > 10).
+ */
+export function streamChoices(engine: Engine, decoder: Decoder, specs: ChoiceSpec[], signal: AbortSignal): AsyncGenerator<ChoiceDelta> {
+  const controllers = specs.map(() => new AbortController());
+  const abortAll = () => {
+    for (const c of controllers) c.abort();
+  };
+  if (signal.aborted) abortAll();
+  else signal.addEventListener('abort', abortAll, { once: true });
+  const merged = mergeStreams(specs.map((spec, i) => choiceStream(engine, decoder, spec, controllers[i].signal)));
+  return (async function* () {
+    try {
+      yield* merged;
+    } finally {
+      signal.removeEventListener('abort', abortAll);
+    }
+  })();
 }

@@ -2,9 +2,9 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { TokenLogprob } from '../engine/types.ts';
 import { badRequest, toErrorReply } from './errors.ts';
-import { checkModel, nowSeconds, responseId, usage, type ServerContext } from './context.ts';
+import { checkChoiceCount, checkModel, checkTextFits, nowSeconds, responseId, usage, type ServerContext } from './context.ts';
 import { checkPromptTokens, resolveMaxTokens, samplingParams, stopStrings } from './sampling.ts';
-import { choiceStream, mergeStreams, type ChoiceDelta, type ChoiceFinish, type ChoiceSpec } from './choice-stream.ts';
+import { streamChoices, yieldToEventLoop, type ChoiceDelta, type ChoiceFinish, type ChoiceSpec } from './choice-stream.ts';
 import { LogprobRenderer, type LegacyLogprobs } from './logprobs.ts';
 import { disconnectSignal, SseWriter } from './sse.ts';
 import type { CompletionBody } from './schemas.ts';
@@ -18,14 +18,28 @@ interface Prompt {
   text: string;
 }
 
-function parsePrompts(body: CompletionBody, ctx: ServerContext): Prompt[] {
+/** How many prompts the body holds (a list of ids is one prompt), known before anything is tokenized. */
+function promptCount(body: CompletionBody): number {
   const p = body.prompt;
-  const fromText = (text: string): Prompt => ({ ids: ctx.tokenizer.encode(text, { addSpecialTokens: true }), text });
-  const fromIds = (ids: number[]): Prompt => ({ ids, text: ctx.tokenizer.decode(ids) });
-  if (typeof p === 'string') return [fromText(p)];
-  if (p.length > 0 && typeof p[0] === 'string') return (p as string[]).map(fromText);
-  if (p.length > 0 && Array.isArray(p[0])) return (p as number[][]).map(fromIds);
-  return [fromIds(p as number[])];
+  if (typeof p === 'string') return 1;
+  return p.length > 0 && (typeof p[0] === 'string' || Array.isArray(p[0])) ? p.length : 1;
+}
+
+/** Token ids of every prompt; text prompts are tokenized off the event loop, echo texts decoded there too. */
+async function parsePrompts(body: CompletionBody, ctx: ServerContext, echo: boolean): Promise<Prompt[]> {
+  const p = body.prompt;
+  const maxTokens = ctx.limits.maxModelLen;
+  if (typeof p === 'string' || (p.length > 0 && typeof p[0] === 'string')) {
+    const texts = typeof p === 'string' ? [p] : (p as string[]);
+    // The cheap bound first, on the event loop: hopeless text never reaches a tokenizer.
+    texts.forEach((text, i) => checkTextFits(ctx, text, texts.length > 1 ? `prompt[${i}]` : 'prompt'));
+    const ids = await ctx.text.encode(texts, { addSpecialTokens: true, maxTokens, param: 'prompt' });
+    return texts.map((text, i) => ({ ids: ids[i], text }));
+  }
+  const lists = p.length > 0 && Array.isArray(p[0]) ? (p as number[][]) : [p as number[]];
+  // The text of a token prompt is only needed to echo it.
+  const texts = echo ? await ctx.text.decode(lists) : lists.map(() => '');
+  return lists.map((ids, i) => ({ ids, text: texts[i] }));
 }
 
 interface Plan {
@@ -39,10 +53,11 @@ interface Plan {
   model: string;
 }
 
-function plan(body: CompletionBody, ctx: ServerContext): Plan {
+async function plan(body: CompletionBody, ctx: ServerContext): Promise<Plan> {
   const model = checkModel(ctx, body.model);
   if (body.suffix) throw badRequest("'suffix' is not supported", 'suffix');
   const n = body.n ?? 1;
+  checkChoiceCount(promptCount(body), n, ctx.limits.maxChoicesPerRequest);
   if (body.best_of !== undefined && body.best_of !== null && body.best_of !== n) {
     throw badRequest("'best_of' other than n is not supported", 'best_of');
   }
@@ -50,11 +65,14 @@ function plan(body: CompletionBody, ctx: ServerContext): Plan {
   if (body.max_tokens === 0 && !echo) throw badRequest("'max_tokens' must be at least 1 (0 is allowed only with echo)", 'max_tokens');
   const echoOnly = echo && body.max_tokens === 0;
   const logprobs = body.logprobs ?? null;
-  const prompts = parsePrompts(body, ctx);
+  const prompts = await parsePrompts(body, ctx, echo);
   const stops = stopStrings(body);
   const userStopTokenIds = new Set(body.stop_token_ids ?? []);
   const specs: ChoiceSpec[] = [];
-  prompts.forEach((prompt, p) => {
+  for (let p = 0; p < prompts.length; p++) {
+    const prompt = prompts[p];
+    // Thousands of prompts are checked in slices, with the event loop served in between.
+    if (p % 128 === 127) await yieldToEventLoop();
     checkPromptTokens(prompt.ids, ctx.limits);
     const maxTokens = resolveMaxTokens(prompt.ids.length, echoOnly ? 1 : body.max_tokens, DEFAULT_MAX_TOKENS, ctx.limits, 'max_tokens');
     for (let i = 0; i < n; i++) {
@@ -73,7 +91,7 @@ function plan(body: CompletionBody, ctx: ServerContext): Plan {
         userStopTokenIds,
       });
     }
-  });
+  }
   return { prompts, specs, n, echo, echoOnly, logprobs, model };
 }
 
@@ -118,7 +136,7 @@ function piece(state: ChoiceState, delta: ChoiceDelta, echoOnly: boolean) {
 export function completionsHandler(ctx: ServerContext) {
   return async (request: FastifyRequest<{ Body: CompletionBody }>, reply: FastifyReply) => {
     const body = request.body;
-    const p = plan(body, ctx);
+    const p = await plan(body, ctx);
     const spec = p.echoOnly ? null : responseFormatSpec(body.response_format);
     if (spec !== null) {
       if (!ctx.guided) throw badRequest('Guided decoding is not available on this server', 'response_format');
@@ -128,7 +146,7 @@ export function completionsHandler(ctx: ServerContext) {
     const abort = disconnectSignal(request, reply);
     const states = p.specs.map((s) => new ChoiceState(p.prompts[Math.floor(s.index / p.n)], p.echo));
     const render = new LogprobRenderer(ctx.tokenizer, body.return_tokens_as_token_ids === true);
-    const merged = mergeStreams(p.specs.map((spec) => choiceStream(ctx.engine, ctx.tokenizer, spec, abort.signal)));
+    const merged = streamChoices(ctx.engine, ctx.tokenizer, p.specs, abort.signal);
     const id = responseId('cmpl');
     const created = nowSeconds();
     const promptTokens = p.prompts.reduce((sum, pr) => sum + pr.ids.length, 0);
@@ -164,7 +182,7 @@ export function completionsHandler(ctx: ServerContext) {
       }
 
       const includeUsage = body.stream_options?.include_usage === true;
-      const sse = new SseWriter(reply);
+      const sse = new SseWriter(reply, ctx.timeouts.writeMs);
       const iterator = merged[Symbol.asyncIterator]();
       // The first event comes before the headers, so a request the engine refuses is still a plain 400.
       let next = await iterator.next();

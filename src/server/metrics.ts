@@ -146,7 +146,7 @@ export function createMetrics(options: MetricsOptions): ServingMetrics {
         },
         generate: (request: GenerateRequest) => timed(inner.generate(request), now()),
         stats: () => inner.stats(),
-        close: () => inner.close(),
+        close: (reason?: Error) => inner.close(reason),
       };
     },
   };

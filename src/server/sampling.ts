@@ -28,6 +28,8 @@ export interface Limits {
   vocabSize: number;
   eosTokenIds: readonly number[];
   defaults: SamplingDefaults;
+  /** Most choices (prompts × n) one request may ask for. */
+  maxChoicesPerRequest: number;
 }
 
 /**

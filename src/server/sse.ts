@@ -10,13 +10,22 @@ export function disconnectSignal(request: FastifyRequest, reply: FastifyReply): 
   };
   reply.raw.once('close', onClose);
   request.raw.once('aborted', () => controller.abort());
+  // The client may have gone while the prompt was being tokenized, before these listeners existed.
+  if (request.raw.socket?.destroyed || reply.raw.destroyed) controller.abort();
   return controller;
 }
 
 export class SseWriter {
   private opened = false;
 
-  constructor(private readonly reply: FastifyReply) {}
+  /**
+   * `writeTimeoutMs`: how long one write may wait for a congested socket to drain (nginx's send_timeout);
+   * past it the connection is destroyed, which aborts the request and frees its KV blocks.
+   */
+  constructor(
+    private readonly reply: FastifyReply,
+    private readonly writeTimeoutMs: number,
+  ) {}
 
   /** Takes the response over from Fastify and sends the headers. */
   open(): void {
@@ -35,7 +44,7 @@ export class SseWriter {
     return this.reply.raw.destroyed || this.reply.raw.writableEnded;
   }
 
-  /** Writes one event; waits while the socket is congested (or until it closes). */
+  /** Writes one event; waits while the socket is congested (until it drains, closes, or the write timeout ends it). */
   async send(data: unknown): Promise<void> {
     await this.write(`data: ${JSON.stringify(data)}\n\n`);
   }
@@ -54,7 +63,10 @@ export class SseWriter {
     const raw = this.reply.raw;
     if (raw.write(text)) return;
     await new Promise<void>((resolve) => {
+      // A client that stopped reading: the connection goes, and with it the request (disconnectSignal).
+      const timer = setTimeout(() => raw.destroy(), this.writeTimeoutMs);
       const finish = () => {
+        clearTimeout(timer);
         raw.off('drain', finish);
         raw.off('close', finish);
         resolve();

@@ -3,7 +3,7 @@
 // token ids out (and back). Outside /v1, so not behind --api-key, as in vLLM.
 import type { FastifyInstance } from 'fastify';
 import { badRequest } from './errors.ts';
-import { checkModel, type ServerContext } from './context.ts';
+import { checkModel, checkTextFits, type ServerContext } from './context.ts';
 import { chatBodySchema, type ChatBody, type ChatMessageBody } from './schemas.ts';
 import { checkTools, toTemplateMessage } from './chat-request.ts';
 
@@ -56,41 +56,57 @@ export interface TokenizeResponse {
   token_strs: string[] | null;
 }
 
-function tokenizeIds(body: TokenizeBody, ctx: ServerContext): number[] {
+/** Token ids of a /tokenize body, under the same length bound as the generation routes. */
+async function tokenizeIds(body: TokenizeBody, ctx: ServerContext): Promise<number[]> {
   const hasPrompt = body.prompt !== undefined;
   const hasMessages = body.messages !== undefined;
   if (hasPrompt === hasMessages) throw badRequest("Give exactly one of 'prompt' and 'messages'", hasPrompt ? 'messages' : 'prompt');
-  if (hasPrompt) return ctx.tokenizer.encode(body.prompt!, { addSpecialTokens: body.add_special_tokens ?? true });
+  const maxTokens = ctx.limits.maxModelLen;
+  if (hasPrompt) {
+    checkTextFits(ctx, body.prompt!, 'prompt');
+    const [ids] = await ctx.text.encode([body.prompt!], { addSpecialTokens: body.add_special_tokens ?? true, maxTokens, param: 'prompt' });
+    return ids;
+  }
   if (!ctx.template) throw badRequest('This model has no chat template (tokenizer_config.json has no chat_template).', 'messages');
-  const text = ctx.template.render(body.messages!.map(toTemplateMessage), {
-    tools: checkTools(body as ChatBody),
-    addGenerationPrompt: body.add_generation_prompt ?? true,
-    kwargs: body.chat_template_kwargs ?? undefined,
-  });
   // As for chat completions, the template writes the special tokens itself (vLLM's default here too).
-  return ctx.tokenizer.encode(text, { addSpecialTokens: body.add_special_tokens ?? false });
+  const { ids } = await ctx.text.renderChat(
+    body.messages!.map(toTemplateMessage),
+    { tools: checkTools(body as ChatBody), addGenerationPrompt: body.add_generation_prompt ?? true, kwargs: body.chat_template_kwargs ?? undefined },
+    { addSpecialTokens: body.add_special_tokens ?? false, maxTokens, param: 'messages' },
+  );
+  return ids;
 }
 
 export function registerTokenizeRoutes(app: FastifyInstance, ctx: ServerContext): void {
   app.post<{ Body: TokenizeBody }>('/tokenize', { schema: { body: tokenizeBodySchema } }, async (request): Promise<TokenizeResponse> => {
     const body = request.body;
     checkModel(ctx, body.model);
-    const tokens = tokenizeIds(body, ctx);
+    const tokens = await tokenizeIds(body, ctx);
+    // The same limit as the generation routes (vLLM's /tokenize has none): a prompt no request could use.
+    if (tokens.length > ctx.limits.maxModelLen) {
+      const param = body.prompt !== undefined ? 'prompt' : 'messages';
+      throw badRequest(`The prompt is ${tokens.length} tokens, more than max-model-len (${ctx.limits.maxModelLen}).`, param);
+    }
     return {
       count: tokens.length,
       max_model_len: ctx.limits.maxModelLen,
       tokens,
-      token_strs: body.return_token_strs === true ? tokens.map((id) => ctx.tokenizer.tokenText(id)) : null,
+      token_strs: body.return_token_strs === true ? await ctx.text.tokenTexts(tokens) : null,
     };
   });
 
   app.post<{ Body: DetokenizeBody }>('/detokenize', { schema: { body: detokenizeBodySchema } }, async (request) => {
     const body = request.body;
     checkModel(ctx, body.model);
-    const { vocabSize } = ctx.limits;
+    const { vocabSize, maxModelLen } = ctx.limits;
+    // No text this long can come back from the model: the same limit as a prompt.
+    if (body.tokens.length > maxModelLen) {
+      throw badRequest(`'tokens' holds ${body.tokens.length} ids, more than max-model-len (${maxModelLen}).`, 'tokens');
+    }
     body.tokens.forEach((id, i) => {
       if (id < 0 || id >= vocabSize) throw badRequest(`tokens[${i}] = ${id} is not a token id in [0, ${vocabSize})`, 'tokens');
     });
-    return { prompt: ctx.tokenizer.decode(body.tokens) };
+    const [prompt] = await ctx.text.decode([body.tokens]);
+    return { prompt };
   });
 }

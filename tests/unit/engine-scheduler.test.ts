@@ -261,4 +261,36 @@ describe('Scheduler', () => {
     s.add(c);
     expect(names(s.schedule())).toEqual(['b:13+1*', 'c:0+13*']);
   });
+
+  it('skips paused sequences (consumer behind), and makes them yield their slot and KV to a waiting one', () => {
+    const bm = new BlockManager({ numBlocks: 16, blockSize: 4, enablePrefixCaching: false });
+    const s = new Scheduler<TestSeq & { paused: boolean }>(bm, { maxNumSeqs: 2, maxNumBatchedTokens: 64 });
+    const a = { ...mk('a', 4), paused: false };
+    const b = { ...mk('b', 4), paused: false };
+    s.add(a);
+    s.add(b);
+    complete(s, s.schedule());
+    // a's client stops reading: a is not scheduled, b goes on; a keeps its KV while nobody waits.
+    a.paused = true;
+    const alone = s.schedule();
+    expect(names(alone)).toEqual(['b:4+1*']);
+    complete(s, alone);
+    expect(a.blockTable.length).toBeGreaterThan(0);
+    // c arrives with both slots taken: paused a is preempted (KV freed) and c admitted in the same step.
+    const c = { ...mk('c', 6, 20, 100), paused: false };
+    s.add(c);
+    const out = s.schedule();
+    expect(names(out)).toEqual(['b:5+1*', 'c:0+6*']);
+    expect(out.preempted.map((q) => q.name)).toEqual(['a']);
+    expect(a.blockTable).toEqual([]);
+    expect(s.waiting.map((q) => q.name)).toEqual(['a']);
+    complete(s, out);
+    // While paused it stays waiting, even with a slot free; once its client reads again it recomputes.
+    s.remove(b);
+    const without = s.schedule();
+    expect(names(without)).toEqual(['c:6+1*']);
+    complete(s, without);
+    a.paused = false;
+    expect(names(s.schedule())).toEqual(['c:7+1*', 'a:0+5*']);
+  });
 });

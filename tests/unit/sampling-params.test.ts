@@ -11,7 +11,7 @@ import { createChatTemplate } from '../../src/chat/template.ts';
 import { qwen3TokenizerFile } from '../../src/model/tokenizer-files.ts';
 import { ScriptedEngine } from './server-scripted-engine.ts';
 
-const limits: Limits = { maxModelLen: 4096, vocabSize: 1000, eosTokenIds: [999], defaults: OPENAI_DEFAULTS };
+const limits: Limits = { maxModelLen: 4096, vocabSize: 1000, eosTokenIds: [999], defaults: OPENAI_DEFAULTS, maxChoicesPerRequest: 1024 };
 const map = (body: Record<string, unknown>, seedOffset = 0, l: Limits = limits) =>
   samplingParams(body, l, { maxTokens: 16, logprobs: null, promptLogprobs: null, seedOffset });
 

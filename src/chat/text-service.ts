@@ -1,0 +1,126 @@
+// Tokenizing prompts and rendering chat templates off the event loop. The JS tokenizer takes seconds
+// per megabyte and the template engine is plain JS too: on the thread that serves every other request
+// they would stall /health and every running stream for that long. A pool of worker threads, each
+// with the same tokenizer and template, does the per-request work; the event loop keeps only cheap
+// checks and the per-token incremental detokenizing. Inline mode (workers: 0) runs the same TextOps
+// on the caller's thread, for tools that serve no one else.
+import { ApiError } from '../server/errors.ts';
+import { WorkerPool, type SerializedError } from '../worker/rpc.ts';
+import { RequestError } from '../engine/types.ts';
+import { TemplateError, type ChatMessage, type ChatTemplate, type RenderOptions } from './template.ts';
+import type { TextTokenizer } from './tokenizer.ts';
+import { splitEncoded, TextOps, type EncodedTexts, type EncodeOptions, type RenderedChat } from './text-ops.ts';
+import type { TextWorkerInput } from './text-worker.ts';
+
+export type { EncodeOptions } from './text-ops.ts';
+
+export interface ChatPrompt {
+  text: string;
+  ids: number[];
+}
+
+export interface TextService {
+  /** Token ids of each text; a 400 naming o.param for a text that cannot fit o.maxTokens (none tokenized then). */
+  encode(texts: string[], o: EncodeOptions): Promise<number[][]>;
+  /** The chat template's text for `messages` and its token ids. */
+  renderChat(messages: ChatMessage[], render: RenderOptions, o: EncodeOptions): Promise<ChatPrompt>;
+  /** The text of each id list. */
+  decode(lists: number[][]): Promise<string[]>;
+  /** Each token's text on its own. */
+  tokenTexts(ids: number[]): Promise<string[]>;
+  /** Starts the workers now instead of on the first request (each builds the tokenizer: about a second). */
+  warmup(): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** Default worker count: tokenizing is per request, so two keep one long prompt from delaying all others. */
+export const DEFAULT_TOKENIZER_WORKERS = 2;
+
+/**
+ * Inputs up to this many characters are tokenized (and rendered) on the calling thread: a few
+ * milliseconds at most, less than a round trip to a worker, and short requests then never queue
+ * behind a megabyte prompt that occupies the workers.
+ */
+export const INLINE_CHARS = 4096;
+
+/** Characters of text in a JSON-like value, counting no further than `cap`. */
+function textSize(value: unknown, cap: number): number {
+  let size = 0;
+  const stack: unknown[] = [value];
+  while (stack.length > 0 && size <= cap) {
+    const v = stack.pop();
+    if (typeof v === 'string') {
+      size += v.length;
+    } else if (v !== null && typeof v === 'object') {
+      // Each child counts one character, so that walking a huge array or object stops at the cap too.
+      if (Array.isArray(v)) {
+        for (let i = 0; i < v.length && size <= cap; i++, size++) stack.push(v[i]);
+      } else {
+        for (const k in v) {
+          if (size > cap) break;
+          if (!Object.hasOwn(v, k)) continue;
+          size += 1 + k.length;
+          stack.push((v as Record<string, unknown>)[k]);
+        }
+      }
+    } else {
+      size += 8;
+    }
+  }
+  return size;
+}
+
+/** A worker's heap: one with the Qwen3 tokenizer takes about 175 MB; a prompt that would need far more kills that worker only. */
+const WORKER_HEAP_MB = 2048;
+
+const toIds = (a: Int32Array): number[] => Array.from(a);
+
+/** Rebuilds the error classes the routes map to 4xx answers; anything else stays a plain Error (a 500). */
+function reviveError(e: SerializedError): Error {
+  if (e.name === 'ApiError' && typeof e.status === 'number') return new ApiError(e.status, e.message, e.param ?? null);
+  if (e.name === 'RequestError') return new RequestError(e.message, e.param ?? null);
+  if (e.name === 'TemplateError') return new TemplateError(e.message);
+  return Object.assign(new Error(e.message), { name: e.name });
+}
+
+export function createTextService(tokenizer: TextTokenizer, template: ChatTemplate | null, workers = DEFAULT_TOKENIZER_WORKERS): TextService {
+  const inline = inlineService(new TextOps(tokenizer, template));
+  if (workers === 0) return inline;
+  const data: TextWorkerInput = { tokenizer: tokenizer.source, templateConfig: template ? { ...template.tokenizerConfig } : null };
+  const pool = new WorkerPool(workers, {
+    module: new URL('./text-worker.ts', import.meta.url),
+    data,
+    resourceLimits: { maxOldGenerationSizeMb: WORKER_HEAP_MB },
+    reviveError,
+    label: 'tokenizer worker',
+  });
+  const small = (value: unknown) => textSize(value, INLINE_CHARS) <= INLINE_CHARS;
+  return {
+    encode: async (texts, o) => (small(texts) ? inline.encode(texts, o) : splitEncoded(await pool.call<EncodedTexts>('encode', [texts, o]))),
+    renderChat: async (messages, render, o) => {
+      if (small([messages, render.tools ?? null, render.kwargs ?? null])) return inline.renderChat(messages, render, o);
+      const r = await pool.call<RenderedChat>('renderChat', [messages, render, o]);
+      return { text: r.text, ids: toIds(r.ids) };
+    },
+    decode: (lists) => (lists.reduce((n, l) => n + l.length, 0) <= INLINE_CHARS / 4 ? inline.decode(lists) : pool.call<string[]>('decode', [lists])),
+    tokenTexts: (ids) => (ids.length <= INLINE_CHARS / 4 ? inline.tokenTexts(ids) : pool.call<string[]>('tokenTexts', [ids])),
+    warmup: async () => {
+      await pool.callAll('ready', []);
+    },
+    close: () => pool.close(),
+  };
+}
+
+function inlineService(ops: TextOps): TextService {
+  return {
+    encode: async (texts, o) => splitEncoded(ops.encode(texts, o)),
+    renderChat: async (messages, render, o) => {
+      const r = ops.renderChat(messages, render, o);
+      return { text: r.text, ids: toIds(r.ids) };
+    },
+    decode: async (lists) => ops.decode(lists),
+    tokenTexts: async (ids) => ops.tokenTexts(ids),
+    warmup: async () => {},
+    close: async () => {},
+  };
+}
