@@ -2,7 +2,7 @@
 // tokenizer and template: run in worker threads (text-worker.ts) or inline (text-service.ts). Ids go
 // back as Int32Arrays, which cross threads without copying.
 import { RequestError } from '../engine/types.ts';
-import { cannotFit, tooLongMessage } from './fit-bound.ts';
+import { cannotFit } from './fit-bound.ts';
 import type { ChatMessage, ChatTemplate, RenderOptions } from './template.ts';
 import type { TextTokenizer } from './tokenizer.ts';
 
@@ -68,6 +68,7 @@ export class TextOps {
   }
 
   private checkFits(text: string, o: EncodeOptions, param: string, what = `'${param}'`): void {
-    if (cannotFit(text, o.maxTokens, this.tokenizer.lengthBound)) throw new RequestError(tooLongMessage(what, text, o.maxTokens, this.tokenizer.lengthBound), param);
+    const refusal = cannotFit(text, o.maxTokens, this.tokenizer.lengthBound, what);
+    if (refusal !== null) throw new RequestError(refusal, param);
   }
 }

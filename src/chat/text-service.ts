@@ -5,7 +5,7 @@
 // checks and the per-token incremental detokenizing. Inline mode (workers: 0) runs the same TextOps
 // on the caller's thread, for tools that serve no one else.
 import { ApiError } from '../server/errors.ts';
-import { WorkerPool, type SerializedError } from '../worker/rpc.ts';
+import { WorkerThread, type SerializedError } from '../worker/rpc.ts';
 import { RequestError } from '../engine/types.ts';
 import { TemplateError, type ChatMessage, type ChatTemplate, type RenderOptions } from './template.ts';
 import type { TextTokenizer } from './tokenizer.ts';
@@ -42,6 +42,16 @@ export const DEFAULT_TOKENIZER_WORKERS = 2;
  * behind a megabyte prompt that occupies the workers.
  */
 export const INLINE_CHARS = 4096;
+
+/**
+ * Inputs up to this many characters (about 16K tokens, tens of ms) go to the first worker, which takes
+ * nothing longer: a conversation of ordinary length never waits behind megabyte prompts, which the
+ * other workers take (with one worker, it takes both).
+ */
+export const MEDIUM_CHARS = 65536;
+
+/** Long inputs queued per long-input worker at most; past that a 503 (each can take seconds). */
+export const MAX_QUEUED_LONG = 4;
 
 /** Characters of text in a JSON-like value, counting no further than `cap`. */
 function textSize(value: unknown, cap: number): number {
@@ -84,30 +94,51 @@ function reviveError(e: SerializedError): Error {
 }
 
 export function createTextService(tokenizer: TextTokenizer, template: ChatTemplate | null, workers = DEFAULT_TOKENIZER_WORKERS): TextService {
-  const inline = inlineService(new TextOps(tokenizer, template));
-  if (workers === 0) return inline;
+  const inlineOps = new TextOps(tokenizer, template);
+  if (workers === 0) return inlineService(inlineOps);
   const data: TextWorkerInput = { tokenizer: tokenizer.source, templateConfig: template ? { ...template.tokenizerConfig } : null };
-  const pool = new WorkerPool(workers, {
+  const threads = Array.from({ length: workers }, () => new WorkerThread({
     module: new URL('./text-worker.ts', import.meta.url),
     data,
     resourceLimits: { maxOldGenerationSizeMb: WORKER_HEAP_MB },
     reviveError,
     label: 'tokenizer worker',
-  });
-  const small = (value: unknown) => textSize(value, INLINE_CHARS) <= INLINE_CHARS;
+  }));
+  const long = threads.length > 1 ? threads.slice(1) : threads;
+  /** Inline, the medium lane, or the least busy long-input worker (a 503 when they are all full). */
+  const run = async <T>(size: number, method: string, args: unknown[], inlineRun: () => Promise<T>): Promise<T> => {
+    if (size <= INLINE_CHARS) return inlineRun();
+    let thread = threads[0];
+    if (size > MEDIUM_CHARS) {
+      thread = long.reduce((best, t) => (t.load < best.load ? t : best));
+      if (thread.load >= MAX_QUEUED_LONG) {
+        throw new ApiError(503, 'The server is busy tokenizing other long prompts; retry shortly (or send shorter ones).');
+      }
+    }
+    try {
+      return await thread.call<T>(method, args);
+    } catch (err) {
+      // A worker that died (its heap limit, a crash) fails every call it held; it restarts on the next.
+      if (err instanceof ApiError || err instanceof RequestError || err instanceof TemplateError) throw err;
+      throw new ApiError(503, `Tokenizing failed on a worker thread that stopped (${(err as Error).message}); retry.`);
+    }
+  };
+  const sizeOf = (value: unknown) => textSize(value, MEDIUM_CHARS + 1);
   return {
-    encode: async (texts, o) => (small(texts) ? inline.encode(texts, o) : splitEncoded(await pool.call<EncodedTexts>('encode', [texts, o]))),
+    encode: async (texts, o) => splitEncoded(await run(sizeOf(texts), 'encode', [texts, o], async () => inlineOps.encode(texts, o))),
     renderChat: async (messages, render, o) => {
-      if (small([messages, render.tools ?? null, render.kwargs ?? null])) return inline.renderChat(messages, render, o);
-      const r = await pool.call<RenderedChat>('renderChat', [messages, render, o]);
+      const size = sizeOf([messages, render.tools ?? null, render.kwargs ?? null]);
+      const r = await run(size, 'renderChat', [messages, render, o], async () => inlineOps.renderChat(messages, render, o));
       return { text: r.text, ids: toIds(r.ids) };
     },
-    decode: (lists) => (lists.reduce((n, l) => n + l.length, 0) <= INLINE_CHARS / 4 ? inline.decode(lists) : pool.call<string[]>('decode', [lists])),
-    tokenTexts: (ids) => (ids.length <= INLINE_CHARS / 4 ? inline.tokenTexts(ids) : pool.call<string[]>('tokenTexts', [ids])),
+    decode: (lists) => run(lists.reduce((n, l) => n + 4 * l.length, 0), 'decode', [lists], async () => inlineOps.decode(lists)),
+    tokenTexts: (ids) => run(4 * ids.length, 'tokenTexts', [ids], async () => inlineOps.tokenTexts(ids)),
     warmup: async () => {
-      await pool.callAll('ready', []);
+      await Promise.all(threads.map((t) => t.call('ready', [])));
     },
-    close: () => pool.close(),
+    close: async () => {
+      await Promise.all(threads.map((t) => t.close()));
+    },
   };
 }
 

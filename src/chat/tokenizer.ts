@@ -46,21 +46,28 @@ export interface LengthBound {
   shrink: number;
   /** The normalizer, when it is exactly one Unicode normalization (String.prototype.normalize does the same). */
   form: NormalForm | null;
+  /**
+   * No token's text holds two runs of non-whitespace characters (as JS's \s tells whitespace): a text
+   * then has at least as many tokens as it has such runs ("words"). Checked over the vocabulary.
+   */
+  wordsBoundTokens: boolean;
 }
 
 const FORMS: readonly string[] = ['NFC', 'NFD', 'NFKC', 'NFKD'];
 
 /**
- * How many bytes of text a normalizer can turn into one byte: NFC/NFKC compose (Hangul L+V+T jamo,
- * 9 bytes, become one 3-byte syllable) and NFKC/NFKD fold (a 3-byte full-width letter becomes one
- * ASCII byte), by at most 3; pure ASCII is left alone by all four. Others (Replace, Strip, ...) can
- * shrink text without a bound the server can know.
+ * How many bytes of text a normalizer can turn into one byte: canonical singletons shrink by 2 under
+ * all four forms (U+037E, 2 bytes, becomes ';'), NFC/NFKC compose by up to 3 (Hangul L+V+T jamo, 9
+ * bytes, become one 3-byte syllable), NFKC/NFKD fold by up to 4 (U+1D400, 4 bytes, becomes 'A'); pure
+ * ASCII is left alone by all four. Others (Replace, Strip, ...) can shrink text without a bound the
+ * server can know.
  */
 function normalizerShrink(normalizer: unknown): number {
   if (normalizer === null || normalizer === undefined) return 1;
   const type = (normalizer as { type?: unknown }).type;
-  if (type === 'NFD') return 1;
-  if (type === 'NFC' || type === 'NFKC' || type === 'NFKD') return 3;
+  if (type === 'NFD') return 2;
+  if (type === 'NFC') return 3;
+  if (type === 'NFKC' || type === 'NFKD') return 4;
   if (type === 'Sequence') {
     const parts = (normalizer as { normalizers?: unknown }).normalizers;
     return Array.isArray(parts) ? parts.reduce((f: number, n) => f * normalizerShrink(n), 1) : Number.POSITIVE_INFINITY;
@@ -68,16 +75,35 @@ function normalizerShrink(normalizer: unknown): number {
   return Number.POSITIVE_INFINITY;
 }
 
-/** The longest token in bytes of text: byte-level vocabularies spell each byte as one character. */
-function maxTokenBytes(tokenizerJson: Record<string, unknown>, vocab: Map<string, number>, added: ReadonlyMap<string, number>): number {
+/** GPT-2's byte-level alphabet: the character that spells each byte in a byte-level vocabulary, inverted. */
+function byteLevelAlphabet(): Map<string, number> {
+  const printable = (b: number) => (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255);
+  const map = new Map<string, number>();
+  let extra = 0;
+  for (let b = 0; b < 256; b++) map.set(String.fromCharCode(printable(b) ? b : 256 + extra++), b);
+  return map;
+}
+
+/**
+ * The longest token in bytes of text (byte-level vocabularies spell each byte as one character), and
+ * whether some token's text holds two runs of non-whitespace (then word counts bound nothing).
+ */
+function vocabularyShape(tokenizerJson: Record<string, unknown>, vocab: Map<string, number>, added: ReadonlyMap<string, number>) {
   const decoder = tokenizerJson.decoder as { type?: unknown } | null | undefined;
   const byteLevel = decoder?.type === 'ByteLevel';
-  let max = 1;
+  const alphabet = byteLevel ? byteLevelAlphabet() : null;
+  let longest = 1;
+  let spansWords = !byteLevel;
   for (const token of vocab.keys()) {
-    const bytes = byteLevel && !added.has(token) ? token.length : Buffer.byteLength(token);
-    if (bytes > max) max = bytes;
+    const plain = added.has(token) || !alphabet;
+    const bytes = plain ? Buffer.byteLength(token) : token.length;
+    if (bytes > longest) longest = bytes;
+    if (!spansWords) {
+      const text = plain ? token : Buffer.from(Array.from(token, (c) => alphabet!.get(c) ?? 0x3f)).toString('utf8');
+      if (/\S\s+\S/.test(text)) spansWords = true;
+    }
   }
-  return max;
+  return { longest, spansWords };
 }
 
 function readJsonText(file: string, required: boolean): { value: Record<string, unknown>; text: string } | undefined {
@@ -127,7 +153,7 @@ export function createTokenizer(
   let size = 0;
   const vocab = tok.get_vocab(true);
   for (const id of vocab.values()) size = Math.max(size, id + 1);
-  const longest = maxTokenBytes(tokenizerJson, vocab, addedTokens);
+  const { longest, spansWords } = vocabularyShape(tokenizerJson, vocab, addedTokens);
 
   const eos = new Set<number>(extraEosIds);
   const eosContent = tokenContent(tokenizerConfig.eos_token);
@@ -161,6 +187,7 @@ export function createTokenizer(
       tokenBytes: longest,
       shrink: normalizerShrink(tokenizerJson.normalizer),
       form: FORMS.includes(String((tokenizerJson.normalizer as { type?: unknown } | null)?.type)) ? ((tokenizerJson.normalizer as { type: NormalForm }).type) : null,
+      wordsBoundTokens: !spansWords,
     },
     source: { tokenizerJson: jsonText ?? tokenizerJson, tokenizerConfig, extraEosIds: [...extraEosIds] },
   };

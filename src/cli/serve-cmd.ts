@@ -118,8 +118,13 @@ export async function serve(modelDirArg: string | undefined, opts: ServeOptions)
     closing = true;
     const grace = opts.shutdownTimeout;
     console.log(`${signal}: draining (no new connections; running requests have ${grace} s to finish, --shutdown-timeout)`);
-    await drain(app, loaded.engine, grace * 1000);
-    await guidedDecoding.close();
+    try {
+      await drain(app, loaded.engine, grace * 1000);
+      await guidedDecoding.close();
+    } catch (err) {
+      console.error(`shutdown failed: ${(err as Error).message}`);
+      process.exit(1);
+    }
     console.log('shut down');
     process.exit(0);
   };

@@ -145,11 +145,14 @@ export class Scheduler<S extends SchedSequence> {
 
   /**
    * Running sequences paused for their consumers (clients not reading) give their slot and KV blocks to
-   * a waiting sequence that can run: otherwise max-num-seqs slow readers would hold the server until
-   * their write timeouts. They recompute when their consumers catch up.
+   * a waiting sequence that can run but cannot be admitted: otherwise max-num-seqs slow readers would
+   * hold the server until their write timeouts. They recompute when their consumers catch up.
    */
   private preemptPaused(): S[] {
-    if (!this.waiting.some((s) => !s.paused)) return [];
+    const next = this.waiting.find((s) => !s.paused);
+    if (!next) return [];
+    // Only when admission is blocked: a slot, or the blocks of its whole known tokens.
+    if (this.running.length < this.maxNumSeqs && this.blocks.canAllocate(next, next.tokens.length)) return [];
     const paused = this.running.filter((s) => s.paused);
     for (let i = paused.length - 1; i >= 0; i--) this.preempt(paused[i]);
     return paused;

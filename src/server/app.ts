@@ -15,6 +15,7 @@ import type { ServerContext } from './context.ts';
 import { createMetrics } from './metrics.ts';
 import { registerTokenizeRoutes } from './tokenize.ts';
 import { installBodyGuard } from './body-guard.ts';
+import { refuseWhileDraining } from './drain.ts';
 import type { GuidedDecoding } from '../guided/guided-decoding.ts';
 import { createTextService, DEFAULT_TOKENIZER_WORKERS, type TextService } from '../chat/text-service.ts';
 
@@ -132,10 +133,13 @@ export function buildApp(options: AppOptions): FastifyInstance {
     requestTimeout,
     http: { headersTimeout: requestTimeout, connectionsCheckingInterval: Math.min(30_000, Math.max(50, Math.floor(requestTimeout / 4))) },
     frameworkErrors: frameworkErrorHandler,
+    // Requests arriving while draining get our own, OpenAI-shaped 503 (drain.ts).
+    return503OnClosing: false,
     // Strict types: "5" is not a number, and nothing is silently dropped or defaulted.
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, useDefaults: false, allErrors: false } },
   });
   installErrorHandlers(app);
+  refuseWhileDraining(app);
   installBodyGuard(app);
   app.server.maxConnections = positiveInt('maxConnections', options.maxConnections ?? DEFAULT_MAX_CONNECTIONS);
   app.decorate('textService', ctx.text);

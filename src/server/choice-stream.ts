@@ -172,6 +172,9 @@ export function streamChoices(engine: Engine, decoder: Decoder, specs: ChoiceSpe
     try {
       yield* merged;
     } finally {
+      // However the response ends (an error in one choice included), no choice runs on for nobody;
+      // choices that finished are not affected.
+      abortAll();
       signal.removeEventListener('abort', abortAll);
     }
   })();

@@ -3,7 +3,7 @@
 // stream that has started), never a silent "finish_reason: abort" on a 200.
 import type { FastifyInstance } from 'fastify';
 import type { Engine } from '../engine/types.ts';
-import { ApiError } from './errors.ts';
+import { ApiError, errorBody } from './errors.ts';
 
 /** As vLLM and Kubernetes' default terminationGracePeriodSeconds. */
 export const DEFAULT_SHUTDOWN_TIMEOUT_S = 30;
@@ -18,15 +18,36 @@ const FLUSH_MS = 2000;
  * past that plus FLUSH_MS any connection still open is cut.
  */
 export async function drain(app: FastifyInstance, engine: Engine, graceMs: number): Promise<void> {
+  app.draining = true;
   const closed = app.close();
   let timer: NodeJS.Timeout | undefined;
   const expired = new Promise<'expired'>((resolve) => (timer = setTimeout(() => resolve('expired'), graceMs)));
   if ((await Promise.race([closed, expired])) === 'expired') {
-    await engine.close(new ApiError(503, `The server is shutting down: the request did not finish within the ${graceMs / 1000} s grace period (--shutdown-timeout).`));
+    // Armed first: ending the requests waits for the engine's step in flight.
     const cut = setTimeout(() => app.server.closeAllConnections(), FLUSH_MS);
+    await engine.close(new ApiError(503, `The server is shutting down: the request did not finish within the ${graceMs / 1000} s grace period (--shutdown-timeout).`));
     await closed;
     clearTimeout(cut);
   }
   clearTimeout(timer);
   await engine.close();
+}
+
+/**
+ * While draining, a request that still arrives (on a keep-alive connection opened before) gets an
+ * OpenAI-shaped 503 and the connection closes; Fastify's own 503 would not be OpenAI-shaped.
+ */
+export function refuseWhileDraining(app: FastifyInstance): void {
+  app.decorate('draining', false);
+  app.addHook('onRequest', async (_request, reply) => {
+    if (!app.draining) return;
+    return reply.code(503).header('connection', 'close').send(errorBody(503, 'The server is shutting down.'));
+  });
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** Set by drain(): new requests get a 503. */
+    draining: boolean;
+  }
 }

@@ -105,9 +105,14 @@ export class WorkerThread {
     const worker = this.start();
     const id = this.nextId++;
     return new Promise<T>((resolve, reject) => {
+      try {
+        worker.postMessage({ id, method, args } satisfies Call, transfer);
+      } catch (err) {
+        reject(err as Error); // arguments that cannot be cloned: nothing was sent
+        return;
+      }
       if (this.pending.size === 0) worker.ref();
       this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
-      worker.postMessage({ id, method, args } satisfies Call, transfer);
     });
   }
 
@@ -151,30 +156,5 @@ export class WorkerThread {
     const calls = [...this.pending.values()];
     this.pending.clear();
     for (const p of calls) p.reject(error);
-  }
-}
-
-/** Several interchangeable (stateless) workers; each call goes to the least busy. */
-export class WorkerPool {
-  private readonly threads: WorkerThread[];
-
-  constructor(size: number, options: WorkerOptions) {
-    if (!Number.isInteger(size) || size < 1) throw new Error(`worker pool size must be a positive integer, got ${size}`);
-    this.threads = Array.from({ length: size }, () => new WorkerThread(options));
-  }
-
-  call<T>(method: string, args: unknown[], transfer: ArrayBuffer[] = []): Promise<T> {
-    let best = this.threads[0];
-    for (const t of this.threads) if (t.load < best.load) best = t;
-    return best.call<T>(method, args, transfer);
-  }
-
-  /** The same call on every worker (e.g. to start them all). */
-  callAll<T>(method: string, args: unknown[]): Promise<T[]> {
-    return Promise.all(this.threads.map((t) => t.call<T>(method, args)));
-  }
-
-  async close(): Promise<void> {
-    await Promise.all(this.threads.map((t) => t.close()));
   }
 }

@@ -51,9 +51,6 @@ function expectResponsive(latencies: number[]): void {
   expect(p99, `/health p99 ${p99.toFixed(1)} ms over ${latencies.length} probes (max ${Math.max(...latencies).toFixed(1)})`).toBeLessThan(50);
 }
 
-/** A text of about `bytes` bytes that tokenizes to about a quarter as many tokens (Qwen3's tokenizer). */
-const words = (bytes: number) => 'the quick brown fox jumps over the lazy dog. '.repeat(Math.ceil(bytes / 45));
-
 describe('large inputs', () => {
   it('the reported 28 MB /tokenize body and 30 MB chat message are refused at once (413: the default body limit follows max-model-len)', async () => {
     const server = await start();
@@ -74,27 +71,37 @@ describe('large inputs', () => {
     }
   });
 
-  it('text that cannot fit the context is refused before it is tokenized (a body limit raised past the bound)', async () => {
-    // An 8K context takes at most 8192 × 128 bytes of text (Qwen3's longest token is 128 bytes); bodies of up to 4 MiB get in.
-    const server = await start(['--max-model-len', '8192', '--max-body-size', '4']);
+  it('text that cannot fit the context is refused before it is tokenized', async () => {
+    // A 2K context takes at most 2048 × 128 bytes of text (Qwen3's longest token is 128 bytes); the
+    // default body limit (1 MiB) lets 600 KB in.
+    const server = await start(['--max-model-len', '2048']);
     const health = await probeHealth(server.origin);
-    const tooLong = 'x'.repeat(3 * MB);
-    const tokenize = await post(server.origin, '/tokenize', { prompt: tooLong });
-    const completion = await post(server.origin, '/v1/completions', { model: TINY_MODEL, prompt: ['short', tooLong], max_tokens: 1 });
-    // In a chat message: rendered on a worker, refused there before tokenizing.
-    const chat = await post(server.origin, '/v1/chat/completions', { model: TINY_MODEL, messages: [{ role: 'user', content: tooLong }] });
-    // Non-ASCII text may shrink under NFC, so the event loop's bound lets it through; the worker normalizes and refuses it.
-    const hangul = await post(server.origin, '/tokenize', { prompt: '한'.repeat(MB) });
+    const tooLong = 'x'.repeat(600_000);
+    const attack = async () => ({
+      tokenize: await post(server.origin, '/tokenize', { prompt: tooLong }),
+      completion: await post(server.origin, '/v1/completions', { model: TINY_MODEL, prompt: ['short', tooLong], max_tokens: 1 }),
+      // In a chat message: rendered on a worker, refused there before tokenizing.
+      chat: await post(server.origin, '/v1/chat/completions', { model: TINY_MODEL, messages: [{ role: 'user', content: tooLong }] }),
+      // Non-ASCII text may shrink under NFC, so the event loop's bound lets it through; the worker normalizes and refuses it.
+      hangul: await post(server.origin, '/tokenize', { prompt: '한'.repeat(200_000) }),
+      // Prose under the byte bound, over the word bound (one word is at least one token): refused on a worker.
+      prose: await post(server.origin, '/tokenize', { prompt: 'a few short words. '.repeat(8000) }),
+    });
+    // Several rounds, so that the p99 is over a window in which these requests keep coming.
+    for (let round = 0; round < 3; round++) await attack();
+    const { tokenize, completion, chat, hangul, prose } = await attack();
     expectResponsive(await health.stop());
     for (const [r, param] of [[tokenize, 'prompt'], [completion, 'prompt[1]'], [chat, 'messages'], [hangul, 'prompt']] as const) {
       expect(r.status, JSON.stringify(r.json).slice(0, 300)).toBe(400);
       expect(r.json.error.param).toBe(param);
-      // The bound's refusal, not the token count's: nothing was tokenized (3 MB would take seconds).
-      expect(r.json.error.message).toMatch(/is \d+ bytes of text, more than 8192 tokens can hold in this model's context/);
+      // The bound's refusal, not the token count's: nothing was tokenized.
+      expect(r.json.error.message).toMatch(/is \d+ bytes of text, more than 2048 tokens can hold in this model's context/);
       expect(r.ms).toBeLessThan(3000);
     }
-    expect((await post(server.origin, '/detokenize', { tokens: new Array(8193).fill(9707) })).json.error.param).toBe('tokens');
-    expect((await post(server.origin, '/detokenize', { tokens: new Array(8192).fill(9707) })).status).toBe(200);
+    expect(prose.status).toBe(400);
+    expect(prose.json.error.message).toMatch(/holds 32000 words .* more than the 2048 tokens/);
+    expect((await post(server.origin, '/detokenize', { tokens: new Array(2049).fill(9707) })).json.error.param).toBe('tokens');
+    expect((await post(server.origin, '/detokenize', { tokens: new Array(2048).fill(9707) })).status).toBe(200);
   });
 
   it('a prompt that needs seconds of tokenizing leaves /health, running streams and short requests alone', async () => {
@@ -121,10 +128,11 @@ describe('large inputs', () => {
     })();
     await new Promise((r) => setTimeout(r, 300));
     const health = await probeHealth(server.origin);
-    // 4 MB: under the default body limit (8 MiB at 128K) and the cheap bound, so it is tokenized, on a worker.
+    // 1 MB without a space: under the default body limit (8 MiB at 128K), the byte bound (128 bytes per
+    // token) and the word bound (one word), so it is tokenized, on a worker: about a million tokens.
     const t0 = performance.now();
-    const big = post(server.origin, '/tokenize', { prompt: words(4 * MB) });
-    const bigCompletion = post(server.origin, '/v1/completions', { model: TINY_MODEL, prompt: words(4 * MB), max_tokens: 1 });
+    const big = post(server.origin, '/tokenize', { prompt: 'x7'.repeat(MB / 2) });
+    const bigCompletion = post(server.origin, '/v1/completions', { model: TINY_MODEL, prompt: 'y8'.repeat(MB / 2), max_tokens: 1 });
     await new Promise((r) => setTimeout(r, 300));
     // Short requests meanwhile: tokenized inline, they do not queue behind the big ones.
     const ttfts: number[] = [];
@@ -147,7 +155,7 @@ describe('large inputs', () => {
     await reader.cancel();
     await readLoop.catch(() => {});
 
-    // Both big prompts were tokenized (about a million tokens) and then refused for their length.
+    // Both big prompts were tokenized (a million tokens) and then refused for their length.
     expect(tokenized.status).toBe(400);
     expect(tokenized.json.error.message).toMatch(/The prompt is \d+ tokens, more than max-model-len \(131072\)/);
     expect(completion.status).toBe(400);

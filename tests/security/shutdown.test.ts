@@ -3,7 +3,7 @@
 // Now: stop accepting, let running requests finish within --shutdown-timeout, then end the rest with an
 // error the client sees (a 503; an SSE error event on a started stream), and exit 0.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { tinyModelDir, TINY_MODEL } from '../helpers/tiny-server.ts';
+import { startTinyServer, tinyModelDir, TINY_MODEL } from '../helpers/tiny-server.ts';
 import { startServeProcess, type ServeProcess } from '../helpers/serve-process.ts';
 
 const GRACE_S = 2;
@@ -80,4 +80,18 @@ describe('SIGTERM', () => {
     expect(tookS).toBeLessThan(GRACE_S + 8);
     expect(server.output()).toMatch(/SIGTERM: draining/);
   }, 60_000);
+
+  it('answers a request that still arrives while draining with an OpenAI-shaped 503 that closes the connection', async () => {
+    const tiny = await startTinyServer();
+    try {
+      tiny.app.draining = true;
+      const res = await tiny.app.inject({ method: 'POST', url: '/v1/completions', payload: { model: TINY_MODEL, prompt: 'hi', max_tokens: 1 } });
+      expect(res.statusCode).toBe(503);
+      expect(res.headers.connection).toBe('close');
+      expect(res.json()).toEqual({ error: { message: 'The server is shutting down.', type: 'ServiceUnavailableError', param: null, code: 503 } });
+      tiny.app.draining = false;
+    } finally {
+      await tiny.close();
+    }
+  });
 });

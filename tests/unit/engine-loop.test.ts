@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { createEngine, type EngineOptions } from '../../src/engine/engine.ts';
+import { MAX_EVENT_BACKLOG } from '../../src/engine/sequence.ts';
 import { Xoshiro128 } from '../../src/engine/rng.ts';
 import { RequestError, type EngineEvent, type SamplingParams } from '../../src/engine/types.ts';
 import { FakeModel, VOCAB, logSoftmax, logitsOf, reference, topN } from './engine-fake-model.ts';
@@ -285,5 +286,46 @@ describe('engine with a fake model', () => {
     expect(model.violations).toEqual([]);
     expect(model.closed).toBe(true);
     await expect(collect(engine.generate({ promptTokens: [1], params: params() }))).rejects.toThrow(/closed/);
+  });
+
+  it('pauses a request whose consumer falls MAX_EVENT_BACKLOG events behind, lets others run, and resumes it exactly', async () => {
+    // Two slots: the slow consumer's request holds one until someone else needs it.
+    const { model, engine } = setup({ maxNumSeqs: 2, maxModelLen: 400, kvBlocks: 128 });
+    const prompt = promptOf(6, 77);
+    const p = params({ maxTokens: 200, seed: 3 });
+    const slow = engine.generate({ promptTokens: prompt, params: p })[Symbol.asyncIterator]();
+    // Not consumed: the engine must stop at the backlog bound, not run to 200 tokens.
+    await until(() => engine.stats().generationTokens >= MAX_EVENT_BACKLOG);
+    await new Promise((r) => setTimeout(r, 50));
+    expect(engine.stats().generationTokens).toBe(MAX_EVENT_BACKLOG);
+    expect(engine.stats().running).toBe(1);
+    // Others are served meanwhile, past the paused one (which gives up its slot and KV only when needed).
+    const others = await Promise.all([1, 2, 3].map((i) => collect(engine.generate({ promptTokens: promptOf(5, i), params: params({ maxTokens: 5 }) }))));
+    for (const o of others) expect(o.finish).toMatchObject({ reason: 'length', completionTokens: 5 });
+    // Reading again resumes it (recomputed if it was preempted) and it ends as if never paused.
+    const tokens: number[] = [];
+    for (let next = await slow.next(); !next.done; next = await slow.next()) if (next.value.type === 'token') tokens.push(next.value.token);
+    expect(tokens).toEqual(reference(prompt, { maxTokens: 200, temperature: 0, seed: 3, stop: [] }).tokens);
+    expect(model.violations).toEqual([]);
+    expect(engine.stats()).toMatchObject({ running: 0, waiting: 0, kvBlocksUsed: 0 });
+    await engine.close();
+  });
+
+  it('frees the blocks of a paused request that is aborted, running or preempted', async () => {
+    const { model, engine } = setup({ maxNumSeqs: 1, maxModelLen: 400, kvBlocks: 128 });
+    const controller = new AbortController();
+    const stuck = engine.generate({ promptTokens: promptOf(6, 9), params: params({ maxTokens: 200 }), signal: controller.signal });
+    await until(() => engine.stats().generationTokens >= MAX_EVENT_BACKLOG);
+    // A newcomer needs the only slot: the paused one is preempted (its KV freed) and waits.
+    const other = collect(engine.generate({ promptTokens: promptOf(4, 10), params: params({ maxTokens: 3 }) }));
+    expect((await other).finish).toMatchObject({ completionTokens: 3 });
+    expect(engine.stats()).toMatchObject({ running: 0, waiting: 1, kvBlocksUsed: 0 });
+    controller.abort();
+    await until(() => engine.stats().waiting === 0);
+    const events = await collect(stuck);
+    expect(events.finish).toMatchObject({ reason: 'abort' });
+    expect(model.violations).toEqual([]);
+    expect(engine.stats()).toMatchObject({ running: 0, waiting: 0, kvBlocksUsed: 0 });
+    await engine.close();
   });
 });

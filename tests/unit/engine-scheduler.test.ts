@@ -293,4 +293,18 @@ describe('Scheduler', () => {
     a.paused = false;
     expect(names(s.schedule())).toEqual(['c:7+1*', 'a:0+5*']);
   });
+
+  it('leaves a paused sequence its KV while a newcomer fits beside it', () => {
+    const bm = new BlockManager({ numBlocks: 16, blockSize: 4, enablePrefixCaching: false });
+    const s = new Scheduler<TestSeq & { paused: boolean }>(bm, { maxNumSeqs: 3, maxNumBatchedTokens: 64 });
+    const a = { ...mk('a', 4), paused: false };
+    s.add(a);
+    complete(s, s.schedule());
+    a.paused = true;
+    s.add({ ...mk('c', 6, 20, 100), paused: false });
+    const out = s.schedule();
+    expect(names(out)).toEqual(['c:0+6*']);
+    expect(out.preempted).toEqual([]);
+    expect(a.blockTable.length).toBeGreaterThan(0);
+  });
 });
