@@ -40,20 +40,19 @@ export interface ChoiceDelta {
   finish?: ChoiceFinish;
 }
 
+/** Why choices are aborted by the server itself: one reason object, not a DOMException per abort (thousands per request). */
+const ENDED = new Error('the choice ended');
+
 /**
- * Runs one engine request. The request is aborted when `signal` aborts (client gone), when a
+ * Runs one engine request, aborted through `controller`: by the caller (client gone), here when a
  * stop string ends the choice, or when the consumer stops iterating. The last delta carries finish.
  */
 export async function* choiceStream(
   engine: Engine,
   decoder: Decoder,
   spec: ChoiceSpec,
-  signal: AbortSignal,
+  controller: AbortController,
 ): AsyncGenerator<ChoiceDelta> {
-  const controller = new AbortController();
-  const onAbort = () => controller.abort();
-  signal.addEventListener('abort', onAbort, { once: true });
-  if (signal.aborted) controller.abort();
   const detokenizer = new IncrementalDetokenizer(decoder, { skipSpecialTokens: spec.skipSpecialTokens });
   const matcher = new StopStringMatcher(spec.stops, spec.includeStop);
   const { index } = spec;
@@ -73,7 +72,7 @@ export async function* choiceStream(
         const match = generated > minTokens ? matcher.push(piece) : { text: piece, stop: undefined };
         const tokens = [{ id: event.token, logprob: event.logprob }];
         if (match.stop !== undefined) {
-          controller.abort(); // free the engine's slot now, not when the consumer pulls again
+          controller.abort(ENDED); // free the engine's slot now, not when the consumer pulls again
           const finish = { reason: 'stop' as const, stopReason: match.stop, promptTokens: spec.promptTokens.length, completionTokens: generated };
           yield { index, text: match.text, tokens, finish };
           return;
@@ -102,8 +101,7 @@ export async function* choiceStream(
     const finish = { reason: 'abort' as const, stopReason: null, promptTokens: spec.promptTokens.length, completionTokens: generated };
     yield { index, text: '', tokens: [], finish };
   } finally {
-    signal.removeEventListener('abort', onAbort);
-    if (!engineDone) controller.abort();
+    if (!engineDone) controller.abort(ENDED);
   }
 }
 
@@ -119,10 +117,10 @@ export const yieldToEventLoop = () => new Promise<void>((resolve) => setImmediat
  * that stops reading) holds the backlog in the sources, where the engine can see it and pause them.
  * Ending early (return/throw) ends them all; the first error rejects the merged stream.
  */
-export async function* mergeStreams<T>(streams: AsyncIterable<T>[]): AsyncGenerator<T> {
-  const iterators = streams.map((s) => s[Symbol.asyncIterator]());
+export async function* mergeStreams<T>(count: number, open: (i: number) => AsyncIterable<T>): AsyncGenerator<T> {
+  const iterators: AsyncIterator<T>[] = [];
   const ready = new AsyncQueue<{ i: number; result: IteratorResult<T> }>();
-  const open = new Set<number>(iterators.keys());
+  const live = new Set<number>();
   const pull = (i: number) => {
     iterators[i].next().then(
       (result) => ready.push({ i, result }),
@@ -130,18 +128,20 @@ export async function* mergeStreams<T>(streams: AsyncIterable<T>[]): AsyncGenera
     );
   };
   try {
-    // Starting a source runs its request's set-up (engine admission included) synchronously: thousands
-    // of choices start in slices, with the event loop served in between.
-    for (let i = 0; i < iterators.length; i++) {
+    // Opening a source runs its request's set-up (engine admission included) synchronously: thousands
+    // of choices open in slices, with the event loop served in between.
+    for (let i = 0; i < count; i++) {
+      iterators.push(open(i)[Symbol.asyncIterator]());
+      live.add(i);
       pull(i);
       if (i % START_SLICE === START_SLICE - 1) await yieldToEventLoop();
     }
-    while (open.size > 0) {
+    while (live.size > 0) {
       const next = await ready.next();
       if (next.done) return;
       const { i, result } = next.value;
       if (result.done) {
-        open.delete(i);
+        live.delete(i);
         continue;
       }
       yield result.value;
@@ -151,29 +151,48 @@ export async function* mergeStreams<T>(streams: AsyncIterable<T>[]): AsyncGenera
     // Close what is still open without waiting: a generator's return() queues behind its pending
     // next(), which the caller ends by aborting the requests. Unawaited rejections are swallowed.
     void ready.return();
-    for (const i of open) iterators[i].return?.().catch(() => {});
+    for (const i of live) iterators[i].return?.().catch(() => {});
   }
 }
 
 /**
  * Every choice of a response as one stream: one engine request per spec, all aborted when `signal`
- * aborts. One listener on `signal` whatever the number of choices (a listener per choice would trip
- * Node's MaxListenersExceededWarning at n > 10).
+ * aborts or the stream ends (an error in one choice included: none runs on for nobody). One listener
+ * on `signal` whatever the number of choices (a listener per choice would trip Node's
+ * MaxListenersExceededWarning at n > 10), and abort controllers only for choices started and not done.
  */
 export function streamChoices(engine: Engine, decoder: Decoder, specs: ChoiceSpec[], signal: AbortSignal): AsyncGenerator<ChoiceDelta> {
-  const controllers = specs.map(() => new AbortController());
+  const running = new Set<AbortController>();
   const abortAll = () => {
-    for (const c of controllers) c.abort();
+    for (const c of running) c.abort(ENDED);
+    running.clear();
   };
-  if (signal.aborted) abortAll();
-  else signal.addEventListener('abort', abortAll, { once: true });
-  const merged = mergeStreams(specs.map((spec, i) => choiceStream(engine, decoder, spec, controllers[i].signal)));
+  signal.addEventListener('abort', abortAll, { once: true });
+  const merged = mergeStreams(specs.length, (i) => {
+    const controller = new AbortController();
+    if (signal.aborted) controller.abort(ENDED);
+    else running.add(controller);
+    const stream = choiceStream(engine, decoder, specs[i], controller);
+    return {
+      [Symbol.asyncIterator]: () => ({
+        next: async () => {
+          const r = await stream.next();
+          if (r.done || r.value.finish) running.delete(controller);
+          return r;
+        },
+        // The merge closes a choice it gives up on: abort it now (its generator's own return would wait behind its next()).
+        return: async () => {
+          controller.abort(ENDED);
+          running.delete(controller);
+          return stream.return(undefined);
+        },
+      }),
+    };
+  });
   return (async function* () {
     try {
       yield* merged;
     } finally {
-      // However the response ends (an error in one choice included), no choice runs on for nobody;
-      // choices that finished are not affected.
       abortAll();
       signal.removeEventListener('abort', abortAll);
     }
