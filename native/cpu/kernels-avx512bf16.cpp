@@ -2,8 +2,9 @@
 // rows coded at load (core/coded-bf16.h, coded-avx512bf16.h); everything else is the avx512 set. Compiled with
 // -mavx512bf16 on top of the avx512 set's flags; selected only after cpu-features.cpp has seen AVX512_BF16.
 //
-// One summation order for every bf16 matmul (rowdot-avx512bf16.h), whatever the number of tokens: a token's
-// result is the same bits alone, in a batch, or in any chunk of a prompt (batch invariance). Few tokens (decode,
+// One summation order for every bf16 matmul (rowdot-avx512bf16.h; coded rows add their escapes afterwards, the
+// same way in every path), whatever the number of tokens: a token's result is the same bits alone, in a batch,
+// or in any chunk of a prompt (batch invariance). Few tokens (decode,
 // experts that got few tokens of a step) split their x rows per thread and run fused row dots; more tokens split
 // x once per matmul (pack_tiles) and run the register-blocked row dots of the GEMM below (4 rows × 3 tokens per
 // call, 24 accumulators), which measured as fast as the tiled GEMM with 16-token tiles it replaced (42-47 against
@@ -32,7 +33,8 @@ constexpr int64_t kChunkRows = 64;
 // Rows of coded weights decoded at a time into the per-thread buffer for the GEMM.
 constexpr int64_t kCodedBlockRows = 16;
 
-// The split buffer: token t's hi row (K bf16) then its lo row (K bf16), K floats per token.
+// The split buffer: token t's hi row (K bf16) then its lo row (K bf16), K floats per token. (Padding the rows
+// apart, so that those a call reads side by side do not share an L1 set when K is a power of 2, measured no faster.)
 size_t tiled_floats(int64_t T, int64_t K, DType dt) {
   if (dt != DType::BF16 || T < kMinPackedTokens) return 0;
   return static_cast<size_t>(T * K);
@@ -44,33 +46,58 @@ void pack_tiles(const float* x, int64_t T, int64_t K, int64_t tile0, int64_t til
 }
 
 // out[t * ldo + i] = dot(row i, token t) for the n rows at w (row i at w + i·ldw) and every token of the split
-// buffer xs: token groups of 3 outside (their hi and lo rows stay in L1), rows in quads inside.
-void gemm_rows(const uint16_t* w, int64_t ldw, int64_t n, int64_t K, const uint16_t* xs, int64_t T, float* out, int64_t ldo) {
+// buffer xs: token groups of 3 outside (their hi and lo rows stay in L1), rows in quads inside. Meanwhile the
+// pf_bytes at pf (the coded rows decoded next) are prefetched into L2, up to 2 lines in each column step of the
+// calls (with few tokens the calls may not cover them all).
+void gemm_rows(const uint16_t* w, int64_t ldw, int64_t n, int64_t K, const uint16_t* xs, int64_t T, float* out, int64_t ldo,
+               const uint8_t* pf = nullptr, int64_t pf_bytes = 0) {
   const int64_t ldx = 2 * K;
+  const int64_t pf_lines = pf_bytes / 64, per_call = 2 * (K / 32);
+  int64_t pf_done = 0;
   auto group = [&](auto nt, int64_t t) {
     constexpr int NT = decltype(nt)::value;
     const uint16_t* hi = xs + t * ldx;
     float* o = out + t * ldo;
-    int64_t r = 0;
-    for (; r + 4 <= n; r += 4) dot_block<4, NT>(w + r * ldw, ldw, K, hi, hi + K, ldx, o + r, ldo);
-    for (; r < n; r++) dot_block<1, NT>(w + r * ldw, ldw, K, hi, hi + K, ldx, o + r, ldo);
+    auto prefetch = [&](int64_t& lines) {
+      lines = std::min(per_call, pf_lines - pf_done);
+      const uint8_t* p = pf + 64 * pf_done;
+      pf_done += lines;
+      return p;
+    };
+    int64_t r = 0, lines = 0;
+    for (; r + 4 <= n; r += 4) {
+      const uint8_t* p = prefetch(lines);
+      dot_block<4, NT>(w + r * ldw, ldw, K, hi, hi + K, ldx, o + r, ldo, p, lines);
+    }
+    for (; r < n; r++) {
+      const uint8_t* p = prefetch(lines);
+      dot_block<1, NT>(w + r * ldw, ldw, K, hi, hi + K, ldx, o + r, ldo, p, lines);
+    }
   };
+  // Groups of 3 tokens; a remainder of 1 makes the last four two groups of 2.
   int64_t t = 0;
-  for (; t + 3 <= T; t += 3) group(std::integral_constant<int, 3>{}, t);
-  if (T - t == 2) group(std::integral_constant<int, 2>{}, t);
-  if (T - t == 1) group(std::integral_constant<int, 1>{}, t);
+  const int64_t full_end = T % 3 == 1 && T >= 4 ? T - 4 : T - T % 3;
+  for (; t < full_end; t += 3) group(std::integral_constant<int, 3>{}, t);
+  for (; t + 2 <= T; t += 2) group(std::integral_constant<int, 2>{}, t);
+  if (t < T) group(std::integral_constant<int, 1>{}, t);
 }
 
-void matmul_tiles(const Matrix& w, int64_t r0, int64_t r1, const float* tiles, int64_t T, float* out, int64_t ldo) {
+void matmul_tiles(const Matrix& w, int64_t r0, int64_t r1, const float* tiles, const float* x, int64_t T, float* out,
+                  int64_t ldo) {
   const int64_t K = w.cols;
   const auto* xs = reinterpret_cast<const uint16_t*>(tiles);
   if (w.coded) {
-    // Blocks of rows decoded exactly (escapes written in) into a per-thread buffer that stands in for them.
+    // Blocks of rows decoded into a per-thread buffer that stands in for them, escapes left at zero and added
+    // afterwards as the row dots add them (coded-avx512bf16.h).
+    const CodedBf16& c = *w.coded;
     uint16_t* rows = coded::row_buffer(static_cast<size_t>(kCodedBlockRows * K));
     for (int64_t b0 = r0; b0 < r1; b0 += kCodedBlockRows) {
       const int64_t b1 = std::min(r1, b0 + kCodedBlockRows);
-      coded::decode_rows(*w.coded, b0, b1, rows);
-      gemm_rows(rows, K, b1 - b0, K, xs, T, out + (b0 - r0), ldo);
+      coded::decode_rows(c, b0, b1, rows, false);
+      const int64_t next = std::min(r1 - b1, kCodedBlockRows) * c.stride;
+      float* o = out + (b0 - r0);
+      gemm_rows(rows, K, b1 - b0, K, xs, T, o, ldo, next > 0 ? c.row(b1) : nullptr, next);
+      coded::add_escapes(c, b0, b1, x, T, o, ldo);
     }
     return;
   }
@@ -99,10 +126,10 @@ void matmul_rows_bf16(const Matrix& w, int64_t r0, int64_t r1, const float* x, i
     if (w.coded) {
       const CodedBf16& c = *w.coded;
       switch (nt) {
-        case 1: coded::rows_for_tokens<1>(c, r0, r1, hi, lo, o, ldo); break;
-        case 2: coded::rows_for_tokens<2>(c, r0, r1, hi, lo, o, ldo); break;
-        case 3: coded::rows_for_tokens<3>(c, r0, r1, hi, lo, o, ldo); break;
-        default: coded::rows_for_tokens<4>(c, r0, r1, hi, lo, o, ldo); break;
+        case 1: coded::rows_for_tokens<1>(c, r0, r1, x + t0 * K, hi, lo, o, ldo); break;
+        case 2: coded::rows_for_tokens<2>(c, r0, r1, x + t0 * K, hi, lo, o, ldo); break;
+        case 3: coded::rows_for_tokens<3>(c, r0, r1, x + t0 * K, hi, lo, o, ldo); break;
+        default: coded::rows_for_tokens<4>(c, r0, r1, x + t0 * K, hi, lo, o, ldo); break;
       }
       continue;
     }

@@ -44,9 +44,10 @@ struct KernelSet {
   // Packs tokens [tile0 · kTileTokens, tile1 · kTileTokens) of x (T × K, dense) into buf (sized by tiled_floats);
   // tiles are independent.
   void (*pack_tiles)(const float* x, int64_t T, int64_t K, int64_t tile0, int64_t tile1, float* buf);
-  // out[t * ldo + (r - r0)] = dot(W row r, x row t) for r in [r0, r1), t in [0, T), from the packed x.
-  void (*matmul_tiles)(const Matrix& w, int64_t r0, int64_t r1, const float* tiles, int64_t T, float* out,
-                       int64_t ldo);
+  // out[t * ldo + (r - r0)] = dot(W row r, x row t) for r in [r0, r1), t in [0, T), from the packed x (and x itself,
+  // T × K dense, for what the packed form does not carry).
+  void (*matmul_tiles)(const Matrix& w, int64_t r0, int64_t r1, const float* tiles, const float* x, int64_t T,
+                       float* out, int64_t ldo);
   // Whether matmul_rows and matmul_tiles take exponent-coded bf16 matrices (Matrix::coded, core/coded-bf16.h);
   // only then does the backend code matrices at load.
   bool codes_bf16 = false;

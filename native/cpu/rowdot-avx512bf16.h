@@ -72,14 +72,20 @@ struct Acc {
 inline __m512i load32(const uint16_t* p) { return _mm512_loadu_si512(p); }
 
 // out[t * ldo + i] = dot(row i, token t) for NR bf16 rows (row i at w + i·ldw, K columns) and NT tokens (token
-// t's hi row at hi + t·ldx, its lo row at lo + t·ldx).
+// t's hi row at hi + t·ldx, its lo row at lo + t·ldx). Meanwhile the pf_lines cache lines at pf (at most 2 per
+// full 32-column step) are prefetched into L2, lines it and it + steps at step it (data a later call reads).
 template <int NR, int NT>
 inline void dot_block(const uint16_t* w, int64_t ldw, int64_t K, const uint16_t* hi, const uint16_t* lo, int64_t ldx,
-                      float* out, int64_t ldo) {
+                      float* out, int64_t ldo, const uint8_t* pf = nullptr, int64_t pf_lines = 0) {
   Acc<NR, NT> acc;
   __m512bh wv[NR];
+  const int64_t steps = K / 32;
   int64_t k = 0;
-  for (; k + 32 <= K; k += 32) {
+  for (int64_t it = 0; k + 32 <= K; k += 32, it++) {
+    if (it < pf_lines) {
+      _mm_prefetch(reinterpret_cast<const char*>(pf + 64 * it), _MM_HINT_T1);
+      if (it + steps < pf_lines) _mm_prefetch(reinterpret_cast<const char*>(pf + 64 * (it + steps)), _MM_HINT_T1);
+    }
     for (int i = 0; i < NR; i++) wv[i] = reinterpret_cast<__m512bh>(load32(w + i * ldw + k));
     acc.step(wv, hi + k, lo + k, ldx, load32);
   }
