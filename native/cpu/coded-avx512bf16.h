@@ -14,6 +14,7 @@
 
 #include "core/coded-bf16.h"
 #include "core/half.h"
+#include "cpu/rowdot-avx512bf16.h"
 
 namespace moe {
 namespace coded {
@@ -83,12 +84,9 @@ inline void prefetch_share(const uint8_t* p, int64_t lines, int64_t it, int64_t 
 template <int NR, int NT>
 inline void dot_rows(const CodedBf16& c, int64_t r, const uint16_t* hi, const uint16_t* lo, float* out, int64_t ldo) {
   const int64_t K = c.cols;
-  __m512 ah[NR][NT], al[NR][NT];
+  rowdot::Acc<NR, NT> acc;
   __m512i table[NR];
-  for (int j = 0; j < NR; j++) {
-    table[j] = table_of(c.row(r + j));
-    for (int t = 0; t < NT; t++) ah[j][t] = al[j][t] = _mm512_setzero_ps();
-  }
+  for (int j = 0; j < NR; j++) table[j] = table_of(c.row(r + j));
   // The NR rows kPrefetchRows ahead (contiguous), as far as the matrix goes.
   const int64_t ahead_rows = std::clamp<int64_t>(c.rows - r - kPrefetchRows, 0, NR);
   const uint8_t* ahead = ahead_rows > 0 ? c.row(r + kPrefetchRows) : nullptr;
@@ -103,14 +101,13 @@ inline void dot_rows(const CodedBf16& c, int64_t r, const uint16_t* hi, const ui
         for (int q = 0; q < 4; q++) {
           const __m512bh xh = reinterpret_cast<__m512bh>(_mm512_loadu_si512(hi + t * K + k + 32 * q));
           const __m512bh xl = reinterpret_cast<__m512bh>(_mm512_loadu_si512(lo + t * K + k + 32 * q));
-          ah[j][t] = _mm512_dpbf16_ps(ah[j][t], reinterpret_cast<__m512bh>(w[q]), xh);
-          al[j][t] = _mm512_dpbf16_ps(al[j][t], reinterpret_cast<__m512bh>(w[q]), xl);
+          acc.h[j][t] = _mm512_dpbf16_ps(acc.h[j][t], reinterpret_cast<__m512bh>(w[q]), xh);
+          acc.l[j][t] = _mm512_dpbf16_ps(acc.l[j][t], reinterpret_cast<__m512bh>(w[q]), xl);
         }
       }
     }
   }
-  for (int j = 0; j < NR; j++)
-    for (int t = 0; t < NT; t++) out[t * ldo + j] = _mm512_reduce_add_ps(_mm512_add_ps(ah[j][t], al[j][t]));
+  acc.store(out, ldo);
 }
 
 // Rows [r0, r1) for NT tokens (x dense, T × K f32; hi/lo its bf16 halves), escapes added from x itself.

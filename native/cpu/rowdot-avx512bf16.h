@@ -7,7 +7,8 @@
 //   - x row t is split once into bf16 hi and lo rows (split_row: x = hi + lo to about 2^-17 relative);
 //   - per 32 columns k .. k+31 in order (the last block masked with zeros), one vdpbf16ps of the 32 weights with
 //     hi into accumulator ah and one with lo into al: lane l of ah sums the column pairs (k + 2l, k + 2l + 1);
-//   - the result is _mm512_reduce_add_ps(ah + al).
+//   - the result is hsum(ah + al), a fixed tree over the 16 lanes (the one GCC's _mm512_reduce_add_ps uses; written
+//     out here so that it cannot depend on the compiler, and so that hsum4 can do four at once, bit for bit alike).
 // Register blocking (rows × tokens per call) changes which accumulators run side by side, never their order.
 #pragma once
 #include <immintrin.h>
@@ -31,7 +32,14 @@ inline void split32(__m512 a, __m512 b, __m512i& hi, __m512i& lo) {
 
 // x (n floats) as bf16 hi and lo rows.
 inline void split_row(const float* x, int64_t n, uint16_t* hi, uint16_t* lo) {
-  for (int64_t k = 0; k < n; k += 32) {
+  int64_t k = 0;
+  for (; k + 32 <= n; k += 32) {
+    __m512i h, l;
+    split32(_mm512_loadu_ps(x + k), _mm512_loadu_ps(x + k + 16), h, l);
+    _mm512_storeu_si512(hi + k, h);
+    _mm512_storeu_si512(lo + k, l);
+  }
+  if (k < n) {  // the tail, masked
     const int64_t left = n - k;
     const __m512 a = _mm512_maskz_loadu_ps(lanes16(left), x + k);
     const __m512 b = left > 16 ? _mm512_maskz_loadu_ps(lanes16(left - 16), x + k + 16) : _mm512_setzero_ps();
@@ -40,6 +48,26 @@ inline void split_row(const float* x, int64_t n, uint16_t* hi, uint16_t* lo) {
     _mm512_mask_storeu_epi16(hi + k, lanes32(left), h);
     _mm512_mask_storeu_epi16(lo + k, lanes32(left), l);
   }
+}
+
+// The sum of v's 16 lanes: s8[i] = v[i + 8] + v[i]; s4[i] = s8[i + 4] + s8[i]; (s4[0] + s4[2]) + (s4[1] + s4[3]).
+inline float hsum(__m512 v) {
+  const __m256 s8 = _mm256_add_ps(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)), _mm512_castps512_ps256(v));
+  const __m128 s4 = _mm_add_ps(_mm256_extractf128_ps(s8, 1), _mm256_castps256_ps128(s8));
+  const __m128 s2 = _mm_add_ps(s4, _mm_shuffle_ps(s4, s4, 0x4e));  // lanes 2, 3, 0, 1
+  return _mm_cvtss_f32(_mm_add_ps(s2, _mm_shuffle_ps(s2, s2, 0xb1)));  // lanes 1, 0, 3, 2
+}
+
+// hsum of a, b, c and d, the same tree and the same bits, with a quarter of the instructions: returns them in
+// lanes 0, 4, 8 and 12.
+inline __m512 hsum4(__m512 a, __m512 b, __m512 c, __m512 d) {
+  // Quarters (128 bits) q0..q3: [a.q0 + a.q2, a.q1 + a.q3, b.q0 + b.q2, b.q1 + b.q3]: a's s8, then b's.
+  const __m512 ab = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, 0xee), _mm512_shuffle_f32x4(a, b, 0x44));
+  const __m512 cd = _mm512_add_ps(_mm512_shuffle_f32x4(c, d, 0xee), _mm512_shuffle_f32x4(c, d, 0x44));
+  // [a's s4, b's s4, c's s4, d's s4]
+  const __m512 s4 = _mm512_add_ps(_mm512_shuffle_f32x4(ab, cd, 0xdd), _mm512_shuffle_f32x4(ab, cd, 0x88));
+  const __m512 s2 = _mm512_add_ps(s4, _mm512_shuffle_ps(s4, s4, 0x4e));
+  return _mm512_add_ps(s2, _mm512_shuffle_ps(s2, s2, 0xb1));
 }
 
 // NR × NT accumulator pairs: ah for the hi halves, al for the lo halves.
@@ -62,11 +90,19 @@ struct Acc {
       }
     }
   }
-  // out[t * ldo + i] = the dot of row i and token t.
+  // out[t * ldo + i] = the dot of row i and token t: hsum(ah + al), four at a time while they last.
   inline void store(float* out, int64_t ldo) const {
-    for (int i = 0; i < NR; i++)
-      for (int t = 0; t < NT; t++) out[t * ldo + i] = _mm512_reduce_add_ps(_mm512_add_ps(h[i][t], l[i][t]));
+    constexpr int N = NR * NT;
+    int n = 0;
+    for (; n + 4 <= N; n += 4) {
+      alignas(64) float s[16];
+      _mm512_store_ps(s, hsum4(sum(n), sum(n + 1), sum(n + 2), sum(n + 3)));
+      for (int j = 0; j < 4; j++) out[(n + j) % NT * ldo + (n + j) / NT] = s[4 * j];
+    }
+    for (; n < N; n++) out[n % NT * ldo + n / NT] = hsum(sum(n));
   }
+  // Pair n (row n / NT, token n % NT) as one vector.
+  inline __m512 sum(int n) const { return _mm512_add_ps(h[n / NT][n % NT], l[n / NT][n % NT]); }
 };
 
 inline __m512i load32(const uint16_t* p) { return _mm512_loadu_si512(p); }
