@@ -1,6 +1,7 @@
 // Batch invariance (issue 11): a token's logits must not depend on what else is in its step. Here: 16 greedy
 // requests run at once and one at a time through the engine, and one prompt's logprobs computed in one step,
-// in chunks of many sizes, and beside other sequences, on every kernel set this CPU has.
+// in chunks of many sizes, beside other sequences, and on other thread counts, on every kernel set this CPU has:
+// all bit for bit the same.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -20,11 +21,11 @@ let dir = '';
 let cfg: ModelConfig;
 const models: NativeModel[] = [];
 
-async function load(simd: string | undefined, kvBlocks: number, codeWeights = true): Promise<NativeModel> {
+async function load(simd: string | undefined, kvBlocks: number, codeWeights = true, threads = 2): Promise<NativeModel> {
   const prev = process.env.MOESERVE_SIMD;
   if (simd) process.env.MOESERVE_SIMD = simd;
   try {
-    const m = await loadAddon().loadModel({ files: cfg.files, config: cfg.native, threads: 2, kvBlocks, blockSize: BLOCK, codeWeights });
+    const m = await loadAddon().loadModel({ files: cfg.files, config: cfg.native, threads, kvBlocks, blockSize: BLOCK, codeWeights });
     models.push(m);
     return m;
   } finally {
@@ -110,6 +111,14 @@ describe.each(variants)('batch invariance, kernel set %s (weight coding %s)', (s
     }
     console.log(`[${simd}] ${report.join('; ')}`);
     expect(worst, report.join('\n')).toBe(0);
+  });
+
+  it('the same bits on 1, 2 and 3 threads (row ranges split differently)', async () => {
+    const prompt = randomTokens(90, 43, VOCAB);
+    const runs = [];
+    for (const threads of [2, 1, 3]) runs.push(await promptLogprobs(await load(simd, 64, coding, threads), prompt, [7, 16, 1], 2));
+    expect(maxDiff(runs[1]!, runs[0]!)).toBe(0);
+    expect(maxDiff(runs[2]!, runs[0]!)).toBe(0);
   });
 
   it('16 greedy completions at once match the same 16 one at a time, bit for bit', async () => {
