@@ -66,7 +66,7 @@ void CpuBackend::matmul_into(const float* x, int64_t T, const Matrix& w, float* 
   if (const float* tiles = pack_tiles(x, T, w.cols, w.dtype, kTilesSlot)) {
     // Row chunks in whole micro-kernels, large enough to keep their weights in L2 across the tiles.
     const int64_t grain = std::max<int64_t>(kTileRows, std::min<int64_t>(256, w.rows / (8 * pool_.size())) / kTileRows * kTileRows);
-    pool_.parallel_for(w.rows, grain, [&](int64_t b, int64_t e, int) { k_.matmul_tiles(w, b, e, tiles, T, out + b, ldo); });
+    pool_.parallel_for(w.rows, grain, [&](int64_t b, int64_t e, int) { k_.matmul_tiles(w, b, e, tiles, x, T, out + b, ldo); });
     return;
   }
   // Grain: at most 512 rows, at least 8 chunks per thread. Each chunk starts with its row prefetch cold;

@@ -1,16 +1,20 @@
 // The avx512bf16 kernels on exponent-coded bf16 rows (core/coded-bf16.h); included by kernels-avx512bf16.cpp only
 // (compiled with its flags). Row dots decode in registers and feed vdpbf16ps directly, in the same column order
-// as the plain row dots, so a row without escapes gives bit for bit the plain result; escapes (coded as zero) are
-// added afterwards. The tiled GEMM decodes a chunk of rows exactly (escapes included) into a per-thread buffer
-// and runs the plain micro-kernel on it, so its results are bit for bit the plain ones.
+// as the plain row dots (rowdot-avx512bf16.h), so a row without escapes gives bit for bit the plain result. A
+// coded row's escapes (coded as zero) are added afterwards, in f32 (add_escapes), by every path alike: the GEMM
+// decodes blocks of rows with their escapes left at zero into a per-thread buffer, runs the plain row dots on it
+// and adds them in the same way. So a coded matrix gives the same bits for a token whatever the number of tokens
+// (batch invariance); against the same matrix uncoded, only rows with escapes differ, by f32 rounding.
 #pragma once
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cmath>
 #include <vector>
 
 #include "core/coded-bf16.h"
 #include "core/half.h"
+#include "cpu/rowdot-avx512bf16.h"
 
 namespace moe {
 namespace coded {
@@ -30,8 +34,9 @@ inline void decode128(__m512i table, const uint8_t* low, const uint8_t* codes, _
   w[3] = _mm512_unpackhi_epi8(lb, hb);
 }
 
-// Rows [r0, r1) of c as bf16 bits, exactly (escapes written in), row i at dst + (i - r0) * K.
-inline void decode_rows(const CodedBf16& c, int64_t r0, int64_t r1, uint16_t* dst) {
+// Rows [r0, r1) of c as bf16 bits, row i at dst + (i - r0) * K: exactly (escapes written in), or with the
+// escapes left at zero (for kernels that add them afterwards with add_escapes).
+inline void decode_rows(const CodedBf16& c, int64_t r0, int64_t r1, uint16_t* dst, bool escapes = true) {
   const int64_t K = c.cols;
   for (int64_t r = r0; r < r1; r++) {
     const uint8_t* row = c.row(r);
@@ -42,7 +47,23 @@ inline void decode_rows(const CodedBf16& c, int64_t r0, int64_t r1, uint16_t* ds
       decode128(table, row + 16 + k, row + 16 + K + k / 2, w);
       for (int q = 0; q < 4; q++) _mm512_storeu_si512(d + k + 32 * q, w[q]);
     }
-    for (uint32_t i = c.esc_start[r]; i < c.esc_start[r + 1]; i++) d[c.esc_col[i]] = c.esc_bits[i];
+    if (escapes)
+      for (uint32_t i = c.esc_start[r]; i < c.esc_start[r + 1]; i++) d[c.esc_col[i]] = c.esc_bits[i];
+  }
+}
+
+// out[t * ldo + (r - r0)] += w · x[t * K + col] for every escape (r, col, w) of rows [r0, r1), in column order, for
+// T tokens (x dense, T × K f32): the one way every path adds them.
+inline void add_escapes(const CodedBf16& c, int64_t r0, int64_t r1, const float* x, int64_t T, float* out, int64_t ldo) {
+  const int64_t K = c.cols;
+  for (int64_t r = r0; r < r1; r++) {
+    for (uint32_t i = c.esc_start[r]; i < c.esc_start[r + 1]; i++) {
+      const float w = bf16_to_f32(c.esc_bits[i]);
+      for (int64_t t = 0; t < T; t++) {
+        float& o = out[t * ldo + (r - r0)];
+        o = std::fma(w, x[t * K + c.esc_col[i]], o);
+      }
+    }
   }
 }
 
@@ -59,16 +80,13 @@ inline void prefetch_share(const uint8_t* p, int64_t lines, int64_t it, int64_t 
 }
 
 // out[t * ldo + j] = dot(row r + j, token t) without the row's escapes, for NR rows and NT tokens; token t's
-// x as bf16 hi and lo rows at hi + t·K, lo + t·K. Same accumulation order as dot_rows<NR> on the plain rows.
+// x as bf16 hi and lo rows at hi + t·K, lo + t·K. Same accumulation order as rowdot::dot_block on the plain rows.
 template <int NR, int NT>
 inline void dot_rows(const CodedBf16& c, int64_t r, const uint16_t* hi, const uint16_t* lo, float* out, int64_t ldo) {
   const int64_t K = c.cols;
-  __m512 ah[NR][NT], al[NR][NT];
+  rowdot::Acc<NR, NT> acc;
   __m512i table[NR];
-  for (int j = 0; j < NR; j++) {
-    table[j] = table_of(c.row(r + j));
-    for (int t = 0; t < NT; t++) ah[j][t] = al[j][t] = _mm512_setzero_ps();
-  }
+  for (int j = 0; j < NR; j++) table[j] = table_of(c.row(r + j));
   // The NR rows kPrefetchRows ahead (contiguous), as far as the matrix goes.
   const int64_t ahead_rows = std::clamp<int64_t>(c.rows - r - kPrefetchRows, 0, NR);
   const uint8_t* ahead = ahead_rows > 0 ? c.row(r + kPrefetchRows) : nullptr;
@@ -83,14 +101,13 @@ inline void dot_rows(const CodedBf16& c, int64_t r, const uint16_t* hi, const ui
         for (int q = 0; q < 4; q++) {
           const __m512bh xh = reinterpret_cast<__m512bh>(_mm512_loadu_si512(hi + t * K + k + 32 * q));
           const __m512bh xl = reinterpret_cast<__m512bh>(_mm512_loadu_si512(lo + t * K + k + 32 * q));
-          ah[j][t] = _mm512_dpbf16_ps(ah[j][t], reinterpret_cast<__m512bh>(w[q]), xh);
-          al[j][t] = _mm512_dpbf16_ps(al[j][t], reinterpret_cast<__m512bh>(w[q]), xl);
+          acc.h[j][t] = _mm512_dpbf16_ps(acc.h[j][t], reinterpret_cast<__m512bh>(w[q]), xh);
+          acc.l[j][t] = _mm512_dpbf16_ps(acc.l[j][t], reinterpret_cast<__m512bh>(w[q]), xl);
         }
       }
     }
   }
-  for (int j = 0; j < NR; j++)
-    for (int t = 0; t < NT; t++) out[t * ldo + j] = _mm512_reduce_add_ps(_mm512_add_ps(ah[j][t], al[j][t]));
+  acc.store(out, ldo);
 }
 
 // Rows [r0, r1) for NT tokens (x dense, T × K f32; hi/lo its bf16 halves), escapes added from x itself.
@@ -101,13 +118,7 @@ inline void rows_for_tokens(const CodedBf16& c, int64_t r0, int64_t r1, const fl
   int64_t r = r0;
   for (; r + NR <= r1; r += NR) dot_rows<NR, NT>(c, r, hi, lo, out + (r - r0), ldo);
   for (; r < r1; r++) dot_rows<1, NT>(c, r, hi, lo, out + (r - r0), ldo);
-  const int64_t K = c.cols;
-  for (r = r0; r < r1; r++) {
-    for (uint32_t i = c.esc_start[r]; i < c.esc_start[r + 1]; i++) {
-      const float w = bf16_to_f32(c.esc_bits[i]);
-      for (int t = 0; t < NT; t++) out[t * ldo + (r - r0)] += w * x[t * K + c.esc_col[i]];
-    }
-  }
+  add_escapes(c, r0, r1, x, NT, out, ldo);
 }
 
 // A per-thread buffer for decoded rows (grown once, reused by every later call on the thread).

@@ -82,108 +82,116 @@ void axpy(float a, const float* x, float* y, int64_t n) {
   }
 }
 
-// Four f32 rows against two x rows: 8 accumulators, each load feeds two or four FMAs.
-inline void dot4x2(const float* const* w, const float* x0, const float* x1, int64_t n, float* o0, float* o1) {
-  __m512 a[4], b[4];
-  for (int j = 0; j < 4; j++) a[j] = b[j] = _mm512_setzero_ps();
-  int64_t i = 0;
-  for (; i + 16 <= n; i += 16) {
-    const __m512 xa = _mm512_loadu_ps(x0 + i), xb = _mm512_loadu_ps(x1 + i);
-    for (int j = 0; j < 4; j++) {
-      const __m512 wv = _mm512_loadu_ps(w[j] + i);
-      a[j] = _mm512_fmadd_ps(wv, xa, a[j]);
-      b[j] = _mm512_fmadd_ps(wv, xb, b[j]);
-    }
-  }
-  if (i < n) {
-    const __mmask16 m = tail_mask(n - i);
-    const __m512 xa = _mm512_maskz_loadu_ps(m, x0 + i), xb = _mm512_maskz_loadu_ps(m, x1 + i);
-    for (int j = 0; j < 4; j++) {
-      const __m512 wv = _mm512_maskz_loadu_ps(m, w[j] + i);
-      a[j] = _mm512_fmadd_ps(wv, xa, a[j]);
-      b[j] = _mm512_fmadd_ps(wv, xb, b[j]);
-    }
-  }
-  for (int j = 0; j < 4; j++) {
-    o0[j] = _mm512_reduce_add_ps(a[j]);
-    o1[j] = _mm512_reduce_add_ps(b[j]);
-  }
-}
+// The one summation order of this set's matmuls, whatever the number of tokens (batch invariance: a token's
+// result is the same bits alone or in a batch): per (row, token), one accumulator of 16 lanes over the columns
+// in steps of 16 (the last step masked with zeros), weights widened exactly to f32, then _mm512_reduce_add_ps.
+// The kernels below differ only in how many rows and tokens run side by side.
 
-// Four f32 rows against four x rows: 16 accumulators; each 16-float step does 8 loads for 16 FMAs, so the
-// FMA units, not the load ports, set the pace.
-inline void dot4x4(const float* const* w, const float* const* x, int64_t n, float* o, int64_t ldo) {
-  __m512 a[4][4];
-  for (int i = 0; i < 4; i++)
-    for (int j = 0; j < 4; j++) a[i][j] = _mm512_setzero_ps();
+// NR weight rows (w[j], of dtype DT, widened as they are read) against NT x rows (x[t]): out[t * ldo + j].
+template <int NR, int NT, DType DT>
+inline void dot_block(const void* const* w, const float* const* x, int64_t n, float* out, int64_t ldo) {
+  __m512 a[NT][NR];
+  for (int t = 0; t < NT; t++)
+    for (int j = 0; j < NR; j++) a[t][j] = _mm512_setzero_ps();
   int64_t k = 0;
   for (; k + 16 <= n; k += 16) {
-    const __m512 x0 = _mm512_loadu_ps(x[0] + k), x1 = _mm512_loadu_ps(x[1] + k), x2 = _mm512_loadu_ps(x[2] + k),
-                 x3 = _mm512_loadu_ps(x[3] + k);
-    for (int j = 0; j < 4; j++) {
-      const __m512 wv = _mm512_loadu_ps(w[j] + k);
-      a[0][j] = _mm512_fmadd_ps(wv, x0, a[0][j]);
-      a[1][j] = _mm512_fmadd_ps(wv, x1, a[1][j]);
-      a[2][j] = _mm512_fmadd_ps(wv, x2, a[2][j]);
-      a[3][j] = _mm512_fmadd_ps(wv, x3, a[3][j]);
+    __m512 xv[NT];
+    for (int t = 0; t < NT; t++) xv[t] = _mm512_loadu_ps(x[t] + k);
+    for (int j = 0; j < NR; j++) {
+      const __m512 wv = load_w(w[j], DT, k);
+      for (int t = 0; t < NT; t++) a[t][j] = _mm512_fmadd_ps(wv, xv[t], a[t][j]);
     }
   }
   if (k < n) {
     const __mmask16 m = tail_mask(n - k);
-    const __m512 x0 = _mm512_maskz_loadu_ps(m, x[0] + k), x1 = _mm512_maskz_loadu_ps(m, x[1] + k),
-                 x2 = _mm512_maskz_loadu_ps(m, x[2] + k), x3 = _mm512_maskz_loadu_ps(m, x[3] + k);
-    for (int j = 0; j < 4; j++) {
-      const __m512 wv = _mm512_maskz_loadu_ps(m, w[j] + k);
-      a[0][j] = _mm512_fmadd_ps(wv, x0, a[0][j]);
-      a[1][j] = _mm512_fmadd_ps(wv, x1, a[1][j]);
-      a[2][j] = _mm512_fmadd_ps(wv, x2, a[2][j]);
-      a[3][j] = _mm512_fmadd_ps(wv, x3, a[3][j]);
+    __m512 xv[NT];
+    for (int t = 0; t < NT; t++) xv[t] = _mm512_maskz_loadu_ps(m, x[t] + k);
+    for (int j = 0; j < NR; j++) {
+      const __m512 wv = load_w_tail(w[j], DT, k, m);
+      for (int t = 0; t < NT; t++) a[t][j] = _mm512_fmadd_ps(wv, xv[t], a[t][j]);
     }
   }
-  for (int i = 0; i < 4; i++)
-    for (int j = 0; j < 4; j++) o[i * ldo + j] = _mm512_reduce_add_ps(a[i][j]);
+  for (int t = 0; t < NT; t++)
+    for (int j = 0; j < NR; j++) out[t * ldo + j] = _mm512_reduce_add_ps(a[t][j]);
+}
+
+// Four rows against 1-3 tokens, widened as they are read (the decode case: each weight is read once).
+template <DType DT>
+inline void quad_few(const void* const* rows, const float* x, int64_t T, int64_t K, float* o, int64_t ldo) {
+  if (T >= 2) {
+    const float* xs[2] = {x, x + K};
+    dot_block<4, 2, DT>(rows, xs, K, o, ldo);
+  }
+  if (T % 2) {
+    const float* xs[1] = {x + (T - 1) * K};
+    dot_block<4, 1, DT>(rows, xs, K, o + (T - 1) * ldo, ldo);
+  }
 }
 
 // Tokens are taken in tiles so a tile of x stays in L2 while every row quad of the chunk passes over it.
 constexpr int64_t kTokenTile = 32;
 
+// One weight row of any dtype (widened as it is read) against one x row, in the same order.
+inline float dot_row(const void* w, DType dt, const float* x, int64_t n) {
+  __m512 a = _mm512_setzero_ps();
+  int64_t k = 0;
+  for (; k + 16 <= n; k += 16) a = _mm512_fmadd_ps(load_w(w, dt, k), _mm512_loadu_ps(x + k), a);
+  if (k < n) {
+    const __mmask16 m = tail_mask(n - k);
+    a = _mm512_fmadd_ps(load_w_tail(w, dt, k, m), _mm512_maskz_loadu_ps(m, x + k), a);
+  }
+  return _mm512_reduce_add_ps(a);
+}
+
+// Rows in quads against 4, 2 or 1 tokens at a time: with 4 tokens or more, each quad is widened once into scratch
+// (unless f32) for all of them; with fewer, widened as it is read. The rows after the last quad of [r0, r1) go one
+// by one. Row ranges start at multiples of 4 (the callers' grains), so which rows form quads does not depend on
+// the tokens either.
 void matmul_rows(const Matrix& w, int64_t r0, int64_t r1, const float* x, int64_t T, float* out, int64_t ldo,
                  float* scratch) {
   const int64_t K = w.cols;
-  const int64_t quads_end = T >= 4 ? r0 + (r1 - r0) / 4 * 4 : r0;
-  for (int64_t t0 = 0; t0 < T && quads_end > r0; t0 += kTokenTile) {
+  const int64_t quads_end = r0 + (r1 - r0) / 4 * 4;
+  if (T < 4) {
+    for (int64_t r = r0; r < quads_end; r += 4) {
+      const void* rows[4] = {w.row(r), w.row(r + 1), w.row(r + 2), w.row(r + 3)};
+      float* o = out + (r - r0);
+      switch (w.dtype) {
+        case DType::BF16: quad_few<DType::BF16>(rows, x, T, K, o, ldo); break;
+        case DType::F16: quad_few<DType::F16>(rows, x, T, K, o, ldo); break;
+        default: quad_few<DType::F32>(rows, x, T, K, o, ldo); break;
+      }
+    }
+  }
+  for (int64_t t0 = 0; T >= 4 && t0 < T && quads_end > r0; t0 += kTokenTile) {
     const int64_t t1 = std::min(T, t0 + kTokenTile);
     for (int64_t r = r0; r < quads_end; r += 4) {
-      const float* rows[4];
+      const void* rows[4];
       for (int j = 0; j < 4; j++) {
         if (w.dtype == DType::F32) {
-          rows[j] = static_cast<const float*>(w.row(r + j));
+          rows[j] = w.row(r + j);
         } else {
           to_f32(w.row(r + j), w.dtype, scratch + j * K, K);
           rows[j] = scratch + j * K;
         }
       }
-      float res[8];
+      float* o = out + (r - r0);
       int64_t t = t0;
       for (; t + 4 <= t1; t += 4) {
         const float* xs[4] = {x + t * K, x + (t + 1) * K, x + (t + 2) * K, x + (t + 3) * K};
-        dot4x4(rows, xs, K, out + t * ldo + (r - r0), ldo);
+        dot_block<4, 4, DType::F32>(rows, xs, K, o + t * ldo, ldo);
       }
       for (; t + 2 <= t1; t += 2) {
-        dot4x2(rows, x + t * K, x + (t + 1) * K, K, res, res + 4);
-        for (int j = 0; j < 4; j++) {
-          out[t * ldo + (r - r0) + j] = res[j];
-          out[(t + 1) * ldo + (r - r0) + j] = res[4 + j];
-        }
+        const float* xs[2] = {x + t * K, x + (t + 1) * K};
+        dot_block<4, 2, DType::F32>(rows, xs, K, o + t * ldo, ldo);
       }
       if (t < t1) {
-        dot4x2(rows, x + t * K, x + t * K, K, res, res + 4);
-        for (int j = 0; j < 4; j++) out[t * ldo + (r - r0) + j] = res[j];
+        const float* xs[1] = {x + t * K};
+        dot_block<4, 1, DType::F32>(rows, xs, K, o + t * ldo, ldo);
       }
     }
   }
   for (int64_t r = quads_end; r < r1; r++) {
-    for (int64_t t = 0; t < T; t++) out[t * ldo + (r - r0)] = dot_w(w.row(r), w.dtype, x + t * K, K);
+    for (int64_t t = 0; t < T; t++) out[t * ldo + (r - r0)] = dot_row(w.row(r), w.dtype, x + t * K, K);
   }
 }
 

@@ -1,6 +1,8 @@
 // The CPU's innermost loops, one set per instruction-set level, chosen once at run time (cpu-features.cpp).
 // Every set computes the same math in f32 (weights widened exactly from bf16/f16); only summation order differs,
 // except that avx512bf16 carries activations into its bf16 matmuls as hi + lo bf16 pairs (about 2^-17 relative).
+// Within a set, a matmul's out[t][r] is summed in one order whatever the number of tokens T and whichever path
+// (row dots, GEMM) runs it, so that a token's results never depend on the other tokens of its step.
 #pragma once
 #include <cstdint>
 
@@ -33,22 +35,25 @@ struct KernelSet {
   // g[i] = silu(g[i]) · u[i]
   void (*silu_mul)(float* g, const float* u, int64_t n);
 
-  // Tiled GEMM on bf16 weights used in place (avx512bf16 only; null in the other sets). The activations are
-  // packed once per matmul into tiles of kTileTokens tokens, each f32 split into bf16 hi + lo (x = hi + lo to
-  // about 2^-17 relative), so that vdpbf16ps keeps f32-level accuracy (the parity tests hold to f32 references).
-  // tiled_floats(T, K, dt): floats of the packed buffer, or 0 where tiles do not pay or apply (use matmul_rows).
+  // The GEMM path for many tokens on bf16 weights (avx512bf16 only; null in the other sets): x is packed once per
+  // matmul (each f32 split into bf16 hi + lo, x = hi + lo to about 2^-17 relative, so that vdpbf16ps keeps f32-level
+  // accuracy: the parity tests hold to f32 references), then every row range reads the packed x. It gives the bits
+  // matmul_rows gives for the same rows and tokens.
+  // tiled_floats(T, K, dt): floats of the packed buffer, or 0 where the GEMM does not pay or apply (use matmul_rows).
   size_t (*tiled_floats)(int64_t T, int64_t K, DType dt);
-  // Packs tiles [tile0, tile1) of x (T × K, dense) into buf (sized by tiled_floats); tiles are independent.
+  // Packs tokens [tile0 · kTileTokens, tile1 · kTileTokens) of x (T × K, dense) into buf (sized by tiled_floats);
+  // tiles are independent.
   void (*pack_tiles)(const float* x, int64_t T, int64_t K, int64_t tile0, int64_t tile1, float* buf);
-  // out[t * ldo + (r - r0)] = dot(W row r, x row t) for r in [r0, r1), t in [0, T), from x's packed tiles.
-  void (*matmul_tiles)(const Matrix& w, int64_t r0, int64_t r1, const float* tiles, int64_t T, float* out,
-                       int64_t ldo);
+  // out[t * ldo + (r - r0)] = dot(W row r, x row t) for r in [r0, r1), t in [0, T), from the packed x (and x itself,
+  // T × K dense, for what the packed form does not carry).
+  void (*matmul_tiles)(const Matrix& w, int64_t r0, int64_t r1, const float* tiles, const float* x, int64_t T,
+                       float* out, int64_t ldo);
   // Whether matmul_rows and matmul_tiles take exponent-coded bf16 matrices (Matrix::coded, core/coded-bf16.h);
   // only then does the backend code matrices at load.
   bool codes_bf16 = false;
 };
 
-// Tokens per packed tile, and weight rows per tiled micro-kernel (row ranges in multiples of it run fastest).
+// Tokens per unit of packing work, and the multiple of rows the GEMM's row ranges come in.
 constexpr int64_t kTileTokens = 16;
 constexpr int64_t kTileRows = 8;
 

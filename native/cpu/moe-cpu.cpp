@@ -107,7 +107,7 @@ void CpuBackend::moe(const float* h, int T, const LayerWeights& w, const ModelCo
   auto expert_matmul = [&](const Matrix& m, const Job& job, const float* tiles, const float* x, int64_t n, float* dest,
                            int64_t ld, float* s) {
     if (tiles && at[job.expert] >= 0 && k_.tiled_floats(n, m.cols, m.dtype) > 0) {
-      k_.matmul_tiles(m, job.r0, job.r1, tiles + at[job.expert], n, dest + job.r0, ld);
+      k_.matmul_tiles(m, job.r0, job.r1, tiles + at[job.expert], x, n, dest + job.r0, ld);
     } else {
       k_.matmul_rows(m, job.r0, job.r1, x, n, dest + job.r0, ld, s);
     }

@@ -27,7 +27,7 @@ async function load(simd?: string): Promise<NativeModel> {
 beforeAll(async () => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'moeserve-step-'));
   // Odd widths (72, 20, 44) exercise every SIMD tail path, and row counts that are not multiples of 8 (k and v
-  // 20, experts 44) the tiled GEMM's row tails; bf16 weights the widening and the tiled paths.
+  // 20, experts 44) the GEMM's row tails; bf16 weights the widening and the GEMM paths.
   await makeModel(dir, { layers: 2, hidden: 72, heads: 4, kvHeads: 1, headDim: 20, experts: 8, topK: 3, moeIntermediate: 44, vocab: 151936, seed: 5 });
   cfg = loadModelConfig(dir);
 });

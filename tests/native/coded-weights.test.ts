@@ -1,6 +1,6 @@
 // Coding bf16 weights at load (loadModel codeWeights, native/core/coded-bf16.h): where the kernel set reads coded
 // rows (avx512bf16), every codable matrix is coded, it takes about 0.77 of its bf16 bytes, and steps of every
-// shape (1-5 tokens: fused row dots; 6 and more: tiles) give what the same checkpoint gives uncoded. Some
+// shape (1-4 tokens: fused row dots; 5 and more: the GEMM) give what the same checkpoint gives uncoded. Some
 // weights are made large outliers first: their magnitude is rare in their row, so they are escapes, and
 // dropping or misplacing one would move the logits by whole nats.
 import fs from 'node:fs';
