@@ -5,17 +5,17 @@ import type { FastifyInstance } from 'fastify';
 import type { Engine } from '../engine/types.ts';
 import { ApiError, errorBody } from './errors.ts';
 
-/** As vLLM and Kubernetes' default terminationGracePeriodSeconds. */
+/** Kubernetes' default terminationGracePeriodSeconds: a pod's server has that long after SIGTERM. */
 export const DEFAULT_SHUTDOWN_TIMEOUT_S = 30;
 
 /** After the engine has failed the last requests, how long their clients get to receive the error. */
 const FLUSH_MS = 2000;
 
 /**
- * Resolves when the server is closed and the engine freed. Fastify's close() stops listening, answers
- * requests that still arrive on open keep-alive connections with 503, closes idle connections and
- * waits for the running ones; past `graceMs` the engine ends what still runs with a 503 error, and
- * past that plus FLUSH_MS any connection still open is cut.
+ * Resolves when the server is closed and the engine freed. Fastify's close() stops listening, closes
+ * idle connections and waits for the running requests (any that still arrive on an open keep-alive
+ * connection get a 503: refuseWhileDraining); past `graceMs` the engine ends what still runs with a
+ * 503 error, and past that plus FLUSH_MS any connection still open is cut.
  */
 export async function drain(app: FastifyInstance, engine: Engine, graceMs: number): Promise<void> {
   app.draining = true;
