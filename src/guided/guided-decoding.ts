@@ -18,6 +18,7 @@ import { WorkerThread, type SerializedError } from '../worker/rpc.ts';
 import type { GuideApi, GuideStats, GuideWorkerData } from './guide-protocol.ts';
 import type { GuideOptions, GuideSpec } from './guide-spec.ts';
 import { StepBatcher, type StepResult } from './step-batcher.ts';
+import { checkEnumBudget } from './request-spec.ts';
 import { WorkerGuide, type GuideLink } from './worker-guide.ts';
 
 export type { GuideOptions, GuideSpec } from './guide-spec.ts';
@@ -122,6 +123,7 @@ export class GuidedDecoding {
 
   /** One guide per choice of a request, over the compiled grammar of `spec` (RequestError on a bad spec). */
   async guides(spec: GuideSpec, n: number, options: GuideOptions = {}): Promise<TokenGuide[]> {
+    checkEnumBudget(spec);
     const ids = await this.call('guides', spec, n, { startInReasoning: options.startInReasoning === true });
     // The worker that answered is the current one: a death since would have failed the call.
     const generation = this.generation;

@@ -3,6 +3,7 @@
 // (OpenAI-shaped 400s) naming the parameter.
 import { RequestError } from '../engine/types.ts';
 import type { GuideSpec } from './guide-spec.ts';
+import { MAX_ENUM_VALUES } from './json-schema-grammar.ts';
 
 const isObject = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
 
@@ -46,4 +47,37 @@ export function toolCallSpec(tools: readonly Record<string, unknown>[], only: st
     .map(({ fn, i }) => ({ name: String(fn.name), parameters: fn.parameters ?? undefined, param: `tools[${i}].function.parameters` }));
   if (chosen.length === 0) throw new RequestError(`tool_choice names function '${only}', which is not in 'tools'`, 'tool_choice');
   return { kind: 'tool_calls', tools: chosen, multiple: only === null && multiple, param: 'tools' };
+}
+
+/**
+ * On the event loop, before a spec is cloned to the grammar worker: refuses a schema whose enum and
+ * const values, as written, already exceed MAX_ENUM_VALUES (the worker counts them again after
+ * resolving $refs, which can only add). Walks the schema but not the values themselves, so a 60,000-value
+ * enum costs one array length here instead of a clone and a worker round trip.
+ */
+const NAMED = new Set(['properties', 'patternProperties', '$defs', 'definitions', 'dependentSchemas']);
+
+export function checkEnumBudget(spec: GuideSpec): void {
+  const roots = spec.kind === 'json' ? [{ schema: spec.schema, param: spec.param }] : spec.tools.map((t) => ({ schema: t.parameters, param: t.param }));
+  let values = 0;
+  for (const { schema, param } of roots) {
+    // [node, whether its keys are names (properties, $defs) rather than keywords]
+    const stack: [unknown, boolean][] = [[schema, false]];
+    while (stack.length > 0) {
+      const [node, names] = stack.pop()!;
+      if (node === null || typeof node !== 'object') continue;
+      if (Array.isArray(node)) {
+        for (const child of node) stack.push([child, false]);
+        continue;
+      }
+      for (const [key, child] of Object.entries(node)) {
+        if (!names && key === 'enum' && Array.isArray(child)) values += child.length;
+        else if (!names && key === 'const') values += 1;
+        else stack.push([child, !names && NAMED.has(key)]);
+      }
+      if (values > MAX_ENUM_VALUES) {
+        throw new RequestError(`${param}: makes the constraint too large for guided decoding (more than ${MAX_ENUM_VALUES} enum and const values in all)`, param);
+      }
+    }
+  }
 }

@@ -14,7 +14,7 @@ import { chatCompletionsHandler } from './chat-completions.ts';
 import type { ServerContext } from './context.ts';
 import { createMetrics } from './metrics.ts';
 import { registerTokenizeRoutes } from './tokenize.ts';
-import { installBodyGuard } from './body-guard.ts';
+import { installBodyGuard, installJsonParser } from './body-guard.ts';
 import { refuseWhileDraining } from './drain.ts';
 import type { GuidedDecoding } from '../guided/guided-decoding.ts';
 import { createTextService, DEFAULT_TOKENIZER_WORKERS, type TextService } from '../chat/text-service.ts';
@@ -140,6 +140,7 @@ export function buildApp(options: AppOptions): FastifyInstance {
   });
   installErrorHandlers(app);
   refuseWhileDraining(app);
+  installJsonParser(app);
   installBodyGuard(app);
   app.server.maxConnections = positiveInt('maxConnections', options.maxConnections ?? DEFAULT_MAX_CONNECTIONS);
   app.decorate('textService', ctx.text);
