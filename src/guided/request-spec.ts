@@ -61,22 +61,26 @@ export function checkEnumBudget(spec: GuideSpec): void {
   const roots = spec.kind === 'json' ? [{ schema: spec.schema, param: spec.param }] : spec.tools.map((t) => ({ schema: t.parameters, param: t.param }));
   let values = 0;
   for (const { schema, param } of roots) {
-    // [node, whether its keys are names (properties, $defs) rather than keywords]
-    const stack: [unknown, boolean][] = [[schema, false]];
+    // [node, its JSON pointer, whether its keys are names (properties, $defs) rather than keywords]
+    const stack: [unknown, string, boolean][] = [[schema, '', false]];
     while (stack.length > 0) {
-      const [node, names] = stack.pop()!;
+      const [node, path, names] = stack.pop()!;
       if (node === null || typeof node !== 'object') continue;
       if (Array.isArray(node)) {
-        for (const child of node) stack.push([child, false]);
+        node.forEach((child, i) => stack.push([child, `${path}/${i}`, false]));
         continue;
       }
       for (const [key, child] of Object.entries(node)) {
-        if (!names && key === 'enum' && Array.isArray(child)) values += child.length;
-        else if (!names && key === 'const') values += 1;
-        else stack.push([child, !names && NAMED.has(key)]);
-      }
-      if (values > MAX_ENUM_VALUES) {
-        throw new RequestError(`${param}: makes the constraint too large for guided decoding (more than ${MAX_ENUM_VALUES} enum and const values in all)`, param);
+        const at = `${path}/${key.replace(/~/g, '~0').replace(/\//g, '~1')}`;
+        if (!names && ((key === 'enum' && Array.isArray(child)) || key === 'const')) {
+          values += key === 'enum' ? (child as unknown[]).length : 1;
+          if (values > MAX_ENUM_VALUES) {
+            // Worded as the grammar's own refusal (json-schema-grammar.ts), which counts after $refs.
+            throw new RequestError(`${param}: schema at '${at}' makes the constraint too large for guided decoding (more than ${MAX_ENUM_VALUES} enum and const values in all)`, param);
+          }
+        } else {
+          stack.push([child, at, !names && NAMED.has(key)]);
+        }
       }
     }
   }
