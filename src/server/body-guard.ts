@@ -38,10 +38,24 @@ export function installBodyGuard(app: FastifyInstance, maxDepth = MAX_BODY_DEPTH
 const YIELD_BODY_BYTES = 64 * 1024;
 
 /**
- * Fastify's own JSON parser (prototype and constructor poisoning refused, as by default), but a large
- * body is parsed in a setImmediate: when several large bodies finish arriving together, Node runs their
- * handlers back to back in one phase of the event loop (four 1 MB bodies: about 60 ms with nothing else
- * served); deferred, each is its own task and requests such as /health are answered in between.
+ * Large bodies waiting to be parsed, one per turn of the event loop: immediates queued together run
+ * back to back in one check phase, so each parse queues the next only once it has run, and the loop
+ * polls I/O (answers /health, writes streams) between them.
+ */
+const largeBodies: (() => void)[] = [];
+
+function parseNext(): void {
+  try {
+    largeBodies.shift()!();
+  } finally {
+    if (largeBodies.length > 0) setImmediate(parseNext);
+  }
+}
+
+/**
+ * Fastify's own JSON parser (prototype and constructor poisoning refused, as by default), but large
+ * bodies are parsed one per turn of the event loop: when several finish arriving together, Node would
+ * run their handlers back to back in one phase (four 1 MB bodies: about 60 ms with nothing else served).
  */
 export function installJsonParser(app: FastifyInstance): void {
   const parse = app.getDefaultJsonParser('error', 'error');
@@ -49,6 +63,7 @@ export function installJsonParser(app: FastifyInstance): void {
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
     const text = body as string; // parseAs 'string'
     if (text.length < YIELD_BODY_BYTES) return parse(request, text, done);
-    setImmediate(() => parse(request, text, done));
+    largeBodies.push(() => parse(request, text, done));
+    if (largeBodies.length === 1) setImmediate(parseNext);
   });
 }
