@@ -83,8 +83,6 @@ function textSize(value: unknown, cap: number): number {
 /** A worker's heap: one with the Qwen3 tokenizer takes about 175 MB; a prompt that would need far more kills that worker only. */
 const WORKER_HEAP_MB = 2048;
 
-const toIds = (a: Int32Array): number[] => Array.from(a);
-
 /** Rebuilds the error classes the routes map to 4xx answers; anything else stays a plain Error (a 500). */
 function reviveError(e: SerializedError): Error {
   if (e.name === 'ApiError' && typeof e.status === 'number') return new ApiError(e.status, e.message, e.param ?? null);
@@ -94,8 +92,8 @@ function reviveError(e: SerializedError): Error {
 }
 
 export function createTextService(tokenizer: TextTokenizer, template: ChatTemplate | null, workers = DEFAULT_TOKENIZER_WORKERS): TextService {
-  const inlineOps = new TextOps(tokenizer, template);
-  if (workers === 0) return inlineService(inlineOps);
+  const inline = inlineService(new TextOps(tokenizer, template));
+  if (workers === 0) return inline;
   const data: TextWorkerInput = { tokenizer: tokenizer.source, templateConfig: template ? { ...template.tokenizerConfig } : null };
   const threads = Array.from({ length: workers }, () => new WorkerThread({
     module: new URL('./text-worker.ts', import.meta.url),
@@ -105,8 +103,8 @@ export function createTextService(tokenizer: TextTokenizer, template: ChatTempla
     label: 'tokenizer worker',
   }));
   const long = threads.length > 1 ? threads.slice(1) : threads;
-  /** Inline, the medium lane, or the least busy long-input worker (a 503 when they are all full). */
-  const run = async <T>(size: number, method: string, args: unknown[], inlineRun: () => Promise<T>): Promise<T> => {
+  /** Inline, on the medium lane, or on the least busy long-input worker (a 503 when they are all full). */
+  const run = async <T>(size: number, inlineRun: () => Promise<T>, remote: (thread: WorkerThread) => Promise<T>): Promise<T> => {
     if (size <= INLINE_CHARS) return inlineRun();
     let thread = threads[0];
     if (size > MEDIUM_CHARS) {
@@ -116,7 +114,7 @@ export function createTextService(tokenizer: TextTokenizer, template: ChatTempla
       }
     }
     try {
-      return await thread.call<T>(method, args);
+      return await remote(thread);
     } catch (err) {
       // A worker that died (its heap limit, a crash) fails every call it held; it restarts on the next.
       if (err instanceof ApiError || err instanceof RequestError || err instanceof TemplateError) throw err;
@@ -125,14 +123,16 @@ export function createTextService(tokenizer: TextTokenizer, template: ChatTempla
   };
   const sizeOf = (value: unknown) => textSize(value, MEDIUM_CHARS + 1);
   return {
-    encode: async (texts, o) => splitEncoded(await run(sizeOf(texts), 'encode', [texts, o], async () => inlineOps.encode(texts, o))),
-    renderChat: async (messages, render, o) => {
-      const size = sizeOf([messages, render.tools ?? null, render.kwargs ?? null]);
-      const r = await run(size, 'renderChat', [messages, render, o], async () => inlineOps.renderChat(messages, render, o));
-      return { text: r.text, ids: toIds(r.ids) };
-    },
-    decode: (lists) => run(lists.reduce((n, l) => n + 4 * l.length, 0), 'decode', [lists], async () => inlineOps.decode(lists)),
-    tokenTexts: (ids) => run(4 * ids.length, 'tokenTexts', [ids], async () => inlineOps.tokenTexts(ids)),
+    encode: (texts, o) =>
+      run(sizeOf(texts), () => inline.encode(texts, o), async (t) => splitEncoded(await t.call<EncodedTexts>('encode', [texts, o]))),
+    renderChat: (messages, render, o) =>
+      run(
+        sizeOf([messages, render.tools ?? null, render.kwargs ?? null]),
+        () => inline.renderChat(messages, render, o),
+        async (t) => chatPrompt(await t.call<RenderedChat>('renderChat', [messages, render, o])),
+      ),
+    decode: (lists) => run(lists.reduce((n, l) => n + 4 * l.length, 0), () => inline.decode(lists), (t) => t.call<string[]>('decode', [lists])),
+    tokenTexts: (ids) => run(4 * ids.length, () => inline.tokenTexts(ids), (t) => t.call<string[]>('tokenTexts', [ids])),
     warmup: async () => {
       await Promise.all(threads.map((t) => t.call('ready', [])));
     },
@@ -142,13 +142,12 @@ export function createTextService(tokenizer: TextTokenizer, template: ChatTempla
   };
 }
 
+const chatPrompt = (r: RenderedChat): ChatPrompt => ({ text: r.text, ids: Array.from(r.ids) });
+
 function inlineService(ops: TextOps): TextService {
   return {
     encode: async (texts, o) => splitEncoded(ops.encode(texts, o)),
-    renderChat: async (messages, render, o) => {
-      const r = ops.renderChat(messages, render, o);
-      return { text: r.text, ids: toIds(r.ids) };
-    },
+    renderChat: async (messages, render, o) => chatPrompt(ops.renderChat(messages, render, o)),
     decode: async (lists) => ops.decode(lists),
     tokenTexts: async (ids) => ops.tokenTexts(ids),
     warmup: async () => {},

@@ -75,6 +75,12 @@ function normalizerShrink(normalizer: unknown): number {
   return Number.POSITIVE_INFINITY;
 }
 
+/** The normalizer's form when it is exactly one Unicode normalization, else null. */
+function normalForm(normalizer: unknown): NormalForm | null {
+  const type = (normalizer as { type?: unknown } | null | undefined)?.type;
+  return typeof type === 'string' && FORMS.includes(type) ? (type as NormalForm) : null;
+}
+
 /** GPT-2's byte-level alphabet: the character that spells each byte in a byte-level vocabulary, inverted. */
 function byteLevelAlphabet(): Map<string, number> {
   const printable = (b: number) => (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255);
@@ -186,7 +192,7 @@ export function createTokenizer(
     lengthBound: {
       tokenBytes: longest,
       shrink: normalizerShrink(tokenizerJson.normalizer),
-      form: FORMS.includes(String((tokenizerJson.normalizer as { type?: unknown } | null)?.type)) ? ((tokenizerJson.normalizer as { type: NormalForm }).type) : null,
+      form: normalForm(tokenizerJson.normalizer),
       wordsBoundTokens: !spansWords,
     },
     source: { tokenizerJson: jsonText ?? tokenizerJson, tokenizerConfig, extraEosIds: [...extraEosIds] },

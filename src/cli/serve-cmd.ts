@@ -81,10 +81,6 @@ export async function serve(modelDirArg: string | undefined, opts: ServeOptions)
   );
   const names = opts.servedModelName?.length ? opts.servedModelName : [path.basename(modelDir)];
   const guidedDecoding = guidedDecodingFor(path.join(modelDir, 'tokenizer.json'), loaded.config.native.vocabSize, loaded.engine.eosTokenIds);
-  // Before listening: the grammar worker prepares the vocabulary (about a second) before the first guided request.
-  await guidedDecoding.warmup().catch((err: unknown) => {
-    console.warn(`guided decoding unavailable until a request retries it: ${(err as Error).message}`);
-  });
   const app = buildApp({
     engine: loaded.engine,
     tokenizer: loaded.tokenizer,
@@ -107,8 +103,14 @@ export async function serve(modelDirArg: string | undefined, opts: ServeOptions)
     maxConnections: opts.maxConnections,
     tokenizerWorkers: opts.tokenizerWorkers,
   });
-  // Each tokenizer worker builds the tokenizer (about a second): before listening, not on the first request.
-  await app.textService.warmup();
+  // Before listening, not on the first request, and at the same time: each tokenizer worker builds the
+  // tokenizer and the grammar worker prepares the vocabulary (about a second each, on threads of their own).
+  await Promise.all([
+    app.textService.warmup(),
+    guidedDecoding.warmup().catch((err: unknown) => {
+      console.warn(`guided decoding unavailable until a request retries it: ${(err as Error).message}`);
+    }),
+  ]);
   let closing = false;
   const shutdown = async (signal: string) => {
     if (closing) {

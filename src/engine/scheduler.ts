@@ -12,7 +12,7 @@ export interface SchedSequence extends KvSequence {
   numComputed: number;
   /** False while the sequence still needs prompt logprobs: cached positions would yield none. */
   readonly usePrefixCache: boolean;
-  /** Its consumer is behind: it keeps its place and its KV but is not scheduled. */
+  /** Its consumer is behind: not scheduled; it keeps its KV unless admission needs it (preemptPaused). */
   readonly paused?: boolean;
 }
 

@@ -3,6 +3,7 @@
 // never served approximately, never left to fail later (natively, or as a 400 on every request).
 // A null value counts as absent, as the existing configs use it (transformers: the default applies).
 import type { RopeScaling, RopeTables } from './rope.ts';
+import type { NativeModelConfig } from '../native/addon-types.ts';
 
 export class ConfigError extends Error {
   constructor(message: string) {
@@ -76,24 +77,12 @@ class Fields {
   }
 }
 
-/** config.json as validated numbers: what the native config and the rope tables are built from. */
-export interface ModelFields {
-  hiddenSize: number;
-  numLayers: number;
-  numHeads: number;
-  numKvHeads: number;
-  headDim: number;
-  vocabSize: number;
-  /** 0 when no layer is dense (the key may then be absent). */
-  intermediateSize: number;
-  /** 0 when no layer is sparse (the key may then be absent). */
-  moeIntermediateSize: number;
-  numExperts: number;
-  numExpertsPerTok: number;
-  moeLayers: boolean[];
-  normTopkProb: boolean;
-  tieWordEmbeddings: boolean;
-  rmsNormEps: number;
+/**
+ * config.json as validated numbers: the native config's fields (less the rope's, computed from
+ * these) and what the rope tables are built from. 0 for intermediateSize / moeIntermediateSize when no
+ * layer is dense / sparse (the key may then be absent).
+ */
+export interface ModelFields extends Omit<NativeModelConfig, 'ropeInvFreq' | 'ropeAttentionFactor'> {
   ropeTheta: number;
   ropeScaling: RopeScaling | null;
   maxPositionEmbeddings: number;

@@ -105,8 +105,8 @@ export async function* choiceStream(
   }
 }
 
-/** Choices started per turn of the event loop. */
-const START_SLICE = 128;
+/** Choices started (or checked) per turn of the event loop, where a request holds thousands. */
+export const SLICE = 128;
 
 export const yieldToEventLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
 
@@ -134,7 +134,7 @@ export async function* mergeStreams<T>(count: number, open: (i: number) => Async
       iterators.push(open(i)[Symbol.asyncIterator]());
       live.add(i);
       pull(i);
-      if (i % START_SLICE === START_SLICE - 1) await yieldToEventLoop();
+      if (i % SLICE === SLICE - 1) await yieldToEventLoop();
     }
     while (live.size > 0) {
       const next = await ready.next();

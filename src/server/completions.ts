@@ -4,7 +4,7 @@ import type { TokenLogprob } from '../engine/types.ts';
 import { badRequest, toErrorReply } from './errors.ts';
 import { checkChoiceCount, checkModel, checkTextFits, nowSeconds, responseId, usage, type ServerContext } from './context.ts';
 import { checkPromptTokens, resolveMaxTokens, samplingParams, stopStrings } from './sampling.ts';
-import { streamChoices, yieldToEventLoop, type ChoiceDelta, type ChoiceFinish, type ChoiceSpec } from './choice-stream.ts';
+import { SLICE, streamChoices, yieldToEventLoop, type ChoiceDelta, type ChoiceFinish, type ChoiceSpec } from './choice-stream.ts';
 import { LogprobRenderer, type LegacyLogprobs } from './logprobs.ts';
 import { disconnectSignal, SseWriter } from './sse.ts';
 import type { CompletionBody } from './schemas.ts';
@@ -72,7 +72,7 @@ async function plan(body: CompletionBody, ctx: ServerContext): Promise<Plan> {
   for (let p = 0; p < prompts.length; p++) {
     const prompt = prompts[p];
     // Thousands of prompts are checked in slices, with the event loop served in between.
-    if (p % 128 === 127) await yieldToEventLoop();
+    if (p % SLICE === SLICE - 1) await yieldToEventLoop();
     checkPromptTokens(prompt.ids, ctx.limits);
     const maxTokens = resolveMaxTokens(prompt.ids.length, echoOnly ? 1 : body.max_tokens, DEFAULT_MAX_TOKENS, ctx.limits, 'max_tokens');
     for (let i = 0; i < n; i++) {
