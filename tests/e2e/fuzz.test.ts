@@ -11,7 +11,7 @@ import type { FastifyInstance } from 'fastify';
 import { loadServedModel, type LoadedModel } from '../../src/cli/load-model.ts';
 import { buildApp } from '../../src/server/app.ts';
 import { Xoshiro128 } from '../../src/engine/rng.ts';
-import { testModel } from '../helpers/model-fixtures.ts';
+import { tinyModelDir } from '../helpers/tiny-server.ts';
 import { listenLoopback } from '../helpers/loopback.ts';
 
 const MODEL = 'fuzz-moe';
@@ -26,7 +26,7 @@ let app: FastifyInstance;
 let origin: string;
 
 beforeAll(async () => {
-  const dir = await testModel({ seed: 3, layers: 2, hidden: 32, heads: 2, kvHeads: 1, headDim: 16, experts: 4, topK: 2, moeIntermediate: 16, intermediate: 32, maxPositionEmbeddings: 512 });
+  const dir = await tinyModelDir();
   // A short context bounds what a body without max_tokens can make the model generate.
   loaded = await loadServedModel({ dir, threads: 2, kvCacheGiB: 0.02, maxModelLen: 96, generationConfig: 'vllm' });
   app = buildApp({

@@ -9,9 +9,9 @@ import { listenLoopback } from './loopback.ts';
 
 export const TINY_MODEL = 'tiny-moe';
 
-/** The fuzz test's shape: loads in well under a second and generates hundreds of tokens per second. */
-export function tinyModelDir(): Promise<string> {
-  return testModel({ seed: 3, layers: 2, hidden: 32, heads: 2, kvHeads: 1, headDim: 16, experts: 4, topK: 2, moeIntermediate: 16, intermediate: 32, maxPositionEmbeddings: 512 });
+/** A shape that loads in well under a second and generates hundreds of tokens per second (512 positions unless told). */
+export function tinyModelDir(maxPositionEmbeddings = 512): Promise<string> {
+  return testModel({ seed: 3, layers: 2, hidden: 32, heads: 2, kvHeads: 1, headDim: 16, experts: 4, topK: 2, moeIntermediate: 16, intermediate: 32, maxPositionEmbeddings });
 }
 
 export interface TinyServer {

@@ -6,8 +6,7 @@
 // big inputs happen on worker threads, so /health (p99 under 50 ms) and running streams go on.
 // The server runs as `moeserve serve` in its own process; the model has a 128K context, as the real one.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { testModel } from '../helpers/model-fixtures.ts';
-import { TINY_MODEL } from '../helpers/tiny-server.ts';
+import { tinyModelDir, TINY_MODEL } from '../helpers/tiny-server.ts';
 import { rawRequest } from '../helpers/raw-http.ts';
 import { metric, percentile, probeHealth, startServeProcess, type ServeProcess } from '../helpers/serve-process.ts';
 
@@ -19,7 +18,7 @@ let dir = '';
 const servers: ServeProcess[] = [];
 
 beforeAll(async () => {
-  dir = await testModel({ seed: 3, layers: 2, hidden: 32, heads: 2, kvHeads: 1, headDim: 16, experts: 4, topK: 2, moeIntermediate: 16, intermediate: 32, maxPositionEmbeddings: CONTEXT });
+  dir = await tinyModelDir(CONTEXT);
 });
 
 afterAll(() => {
