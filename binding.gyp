@@ -1,4 +1,4 @@
-# node-gyp description of the CPU-only addon, kept equivalent to native/CMakeLists.txt
+# node-gyp description of the CPU-only addon (no CUDA backend, no tools/backend-ops), kept equivalent to native/CMakeLists.txt
 # (the build `npm install` uses). gyp has no glob and no per-file flags: every .cpp under
 # native/core, native/cpu and native/addon is listed by hand, and each SIMD kernel file
 # sits in its own static library compiled for its ISA (CMake's COMPILE_OPTIONS).
@@ -54,7 +54,9 @@
         "native/addon/addon.cpp",
         "native/addon/js-convert.cpp",
         "native/addon/model-wrap.cpp",
+        "native/core/backend-factory.cpp",
         "native/core/coded-bf16.cpp",
+        "native/core/dummy-weights.cpp",
         "native/core/json.cpp",
         "native/core/model.cpp",
         "native/core/safetensors.cpp",
@@ -66,6 +68,8 @@
         "native/cpu/cpu-features.cpp",
         "native/cpu/kernels-scalar.cpp",
         "native/cpu/moe-cpu.cpp",
+        "native/cpu/place-cpu.cpp",
+        "native/cpu/sample-cpu.cpp",
         "native/cpu/thread-pool.cpp"
       ],
       "libraries": ["-lpthread"]

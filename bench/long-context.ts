@@ -100,7 +100,9 @@ async function runEngine(f: Flags, dir: string, prompt: number[]): Promise<OurRu
   const maxModelLen = f.tokens + f.decodeSteps + 1;
   const kvBlocks = Math.ceil(maxModelLen / BLOCK);
   const rssBefore = process.memoryUsage().rss;
-  const model = await loadAddon().loadModel({ files: cfg.files, config: cfg.native, threads: f.threads, kvBlocks, blockSize: BLOCK });
+  const model = await loadAddon().loadModel({
+    files: cfg.files, config: cfg.native, threads: f.threads, kvBlocks, blockSize: BLOCK, maxNumBatchedTokens: f.maxNumBatchedTokens,
+  });
   const rssLoaded = process.memoryUsage().rss;
   const engine = createEngine({
     model, maxModelLen, eosTokenIds: cfg.eosTokenIds, vocabSize: cfg.native.vocabSize, maxNumBatchedTokens: f.maxNumBatchedTokens,

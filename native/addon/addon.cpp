@@ -1,54 +1,81 @@
 // Module entry: backends(), loadModel(options) → Promise<NativeModel>. See src/native/addon-types.ts.
 #include <napi.h>
 
+#include <atomic>
+#include <cmath>
 #include <thread>
 
 #include "addon/js-convert.h"
 #include "addon/model-wrap.h"
+#include "core/backend-factory.h"
+#include "core/dummy-weights.h"
 #include "core/model.h"
-#include "cpu/backend-cpu.h"
+#include "cpu/kernels.h"
 
 namespace moe {
 namespace {
 
 constexpr const char* kVersion = "0.1.0";
 
-// Validates and maps the checkpoint, touches every weight page (reporting progress), then builds the model.
+// What loadModel was asked for (LoadOptions of src/native/addon-types.ts), read on the JS thread.
+struct LoadSpec {
+  std::vector<std::string> files;
+  ModelConfig cfg;
+  bool dummy = false;
+  BackendOptions backend;
+  int max_tokens = 8192;
+  int block_size = 16;
+  // Exactly one sizes the KV pool (after the weights are placed): blocks, bytes, or a share of device memory.
+  int kv_blocks = 0;
+  double kv_bytes = 0, gpu_utilization = 0;
+  bool lock = false, code = true;
+};
+
+// The KV pool's blocks for what the placed backend reports.
+int kv_blocks_for(const LoadSpec& s, const Backend& be) {
+  if (s.kv_blocks > 0) return s.kv_blocks;
+  const double per_block = static_cast<double>(be.kv_bytes_per_token()) * s.block_size;
+  double budget = s.kv_bytes;
+  std::string source = "kvCacheBytes";
+  if (s.gpu_utilization > 0) {
+    const MemoryInfo m = be.memory();
+    if (!m.has_device) throw std::runtime_error("gpuMemoryUtilization applies to a device backend; size the CPU's KV cache with kvCacheBytes or kvBlocks");
+    // vLLM's meaning: this share of the device for everything of ours; what is in use now (our weights and
+    // workspace, and anything else on the device) is taken off it.
+    budget = s.gpu_utilization * static_cast<double>(m.total) - static_cast<double>(m.total - m.free);
+    source = "gpuMemoryUtilization " + std::to_string(s.gpu_utilization) + " of " + m.device_name + "'s " +
+             std::to_string(m.total >> 20) + " MiB (" + std::to_string(m.free >> 20) + " MiB free after the weights)";
+  }
+  const double blocks = budget > 0 ? std::floor(budget / per_block) : 0;
+  if (blocks < 1) throw std::runtime_error("the KV cache gets no block: " + source + " leaves no room (a block is " + std::to_string(static_cast<size_t>(per_block)) + " bytes)");
+  return static_cast<int>(std::min<double>(blocks, 1 << 30));
+}
+
+// Maps and validates the checkpoint (or shapes dummy weights), builds the backend, places the weights on it
+// (paging in or uploading, with progress), reserves the workspace, then sizes and allocates the KV pool.
 class LoadWorker : public Napi::AsyncProgressWorker<double> {
  public:
-  LoadWorker(Napi::Env env, std::vector<std::string> files, ModelConfig cfg, int threads, int kv_blocks, int block_size,
-             bool lock, bool code, Napi::Function on_progress)
-      : Napi::AsyncProgressWorker<double>(env), deferred_(Napi::Promise::Deferred::New(env)), files_(std::move(files)),
-        cfg_(std::move(cfg)), threads_(threads), kv_blocks_(kv_blocks), block_size_(block_size), lock_(lock), code_(code) {
+  LoadWorker(Napi::Env env, LoadSpec spec, Napi::Function on_progress)
+      : Napi::AsyncProgressWorker<double>(env), deferred_(Napi::Promise::Deferred::New(env)), spec_(std::move(spec)) {
     if (!on_progress.IsEmpty()) progress_ = Napi::Persistent(on_progress);
   }
   Napi::Promise promise() { return deferred_.Promise(); }
 
   void Execute(const ExecutionProgress& progress) override {
     try {
-      ModelWeights w = load_weights(files_, cfg_);
-      total_ = static_cast<double>(w.tensors->total_bytes());
-      double done = 0, last = 0;
-      volatile uint8_t sink = 0;
-      for (const auto& f : w.tensors->files()) {
-        f->advise_willneed();
-        for (const auto& t : f->tensors()) {
-          const uint8_t* p = static_cast<const uint8_t*>(t.data);
-          for (size_t i = 0; i < t.nbytes; i += 4096) sink = sink + p[i];
-          done += static_cast<double>(t.nbytes);
-          if (done - last > total_ / 100 || done == total_) {
-            last = done;
-            progress.Send(&done, 1);
-          }
-        }
-      }
-      (void)sink;
-      auto backend = std::make_unique<CpuBackend>(threads_);
-      backend->prepare_weights(w, code_);
-      // Locked pages are never reclaimed, so a weight idle for a while (an expert no recent token chose) is
-      // not read back from disk when it is next needed. A failure is reported, not fatal (as llama.cpp's).
-      if (lock_) lock_weights(w);
-      model_ = std::make_shared<Model>(cfg_, std::move(w), std::move(backend), kv_blocks_, block_size_);
+      ModelWeights w = spec_.dummy ? dummy_weights(spec_.cfg) : load_weights(spec_.files, spec_.cfg);
+      std::unique_ptr<Backend> be = make_backend(spec_.backend);
+      PlaceOptions po;
+      po.code_bf16 = spec_.code;
+      po.mlock = spec_.lock;
+      po.progress = [&](double done, double total) {
+        total_ = total;
+        progress.Send(&done, 1);
+      };
+      be->place_weights(spec_.cfg, std::move(w), po);
+      be->reserve(spec_.max_tokens);
+      const int blocks = kv_blocks_for(spec_, *be);
+      model_ = std::make_shared<Model>(spec_.cfg, std::move(be), blocks, spec_.block_size);
     } catch (const std::exception& e) {
       SetError(e.what());
     }
@@ -63,12 +90,9 @@ class LoadWorker : public Napi::AsyncProgressWorker<double> {
 
  private:
   Napi::Promise::Deferred deferred_;
-  std::vector<std::string> files_;
-  ModelConfig cfg_;
-  int threads_, kv_blocks_, block_size_;
-  bool lock_, code_;
+  LoadSpec spec_;
   Napi::FunctionReference progress_;
-  double total_ = 0;
+  std::atomic<double> total_{0};
   std::shared_ptr<Model> model_;
 };
 
@@ -78,28 +102,58 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
   try {
     if (info.Length() < 1 || !info[0].IsObject()) throw Napi::TypeError::New(env, "loadModel(options) needs an options object");
     Napi::Object o = info[0].As<Napi::Object>();
-    Napi::Value files_v = o.Get("files");
-    if (!files_v.IsArray()) throw Napi::TypeError::New(env, "options.files must be an array of paths");
-    std::vector<std::string> files;
-    Napi::Array arr = files_v.As<Napi::Array>();
-    for (uint32_t i = 0; i < arr.Length(); i++) files.push_back(arr.Get(i).ToString().Utf8Value());
+    LoadSpec s;
     Napi::Value cfg_v = o.Get("config");
     if (!cfg_v.IsObject()) throw Napi::TypeError::New(env, "options.config must be an object");
-    ModelConfig cfg = config_from_js(cfg_v.As<Napi::Object>());
-    auto int_opt = [&](const char* name, int lo) {
+    s.cfg = config_from_js(cfg_v.As<Napi::Object>());
+    auto str_opt = [&](const char* name, const char* fallback) {
       Napi::Value v = o.Get(name);
+      if (v.IsUndefined()) return std::string(fallback);
+      if (!v.IsString()) throw Napi::TypeError::New(env, std::string("options.") + name + " must be a string");
+      return v.As<Napi::String>().Utf8Value();
+    };
+    const std::string format = str_opt("loadFormat", "safetensors");
+    if (format != "safetensors" && format != "dummy") throw Napi::TypeError::New(env, "options.loadFormat must be 'safetensors' or 'dummy'");
+    s.dummy = format == "dummy";
+    Napi::Value files_v = o.Get("files");
+    if (!s.dummy || !files_v.IsUndefined()) {
+      if (!files_v.IsArray()) throw Napi::TypeError::New(env, "options.files must be an array of paths");
+      Napi::Array arr = files_v.As<Napi::Array>();
+      for (uint32_t i = 0; i < arr.Length(); i++) s.files.push_back(arr.Get(i).ToString().Utf8Value());
+    }
+    auto int_opt = [&](const char* name, int lo, int fallback) {
+      Napi::Value v = o.Get(name);
+      if (v.IsUndefined() && fallback >= lo) return fallback;
       if (!v.IsNumber()) throw Napi::TypeError::New(env, std::string("options.") + name + " must be a number");
-      const int x = v.As<Napi::Number>().Int32Value();
-      if (x < lo) throw Napi::RangeError::New(env, std::string("options.") + name + " must be >= " + std::to_string(lo));
+      const double x = v.As<Napi::Number>().DoubleValue();
+      if (!(x >= lo) || x > 2147483647.0 || x != std::floor(x)) {
+        throw Napi::RangeError::New(env, std::string("options.") + name + " must be an integer >= " + std::to_string(lo));
+      }
+      return static_cast<int>(x);
+    };
+    s.backend.kind = str_opt("backend", "cpu");
+    s.backend.cpu_kernels = str_opt("cpuKernels", "");
+    s.backend.threads = int_opt("threads", 1, -1);
+    s.backend.device = int_opt("device", 0, 0);
+    s.max_tokens = int_opt("maxNumBatchedTokens", 1, 8192);
+    s.block_size = int_opt("blockSize", 1, -1);
+    int sizes = 0;
+    if (!o.Get("kvBlocks").IsUndefined()) s.kv_blocks = int_opt("kvBlocks", 1, -1), sizes++;
+    auto pos_opt = [&](const char* name, double hi) {
+      Napi::Value v = o.Get(name);
+      const double x = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
+      if (!(x > 0 && x <= hi)) throw Napi::RangeError::New(env, std::string("options.") + name + " must be a number in (0, " + (hi > 1 ? "2^53" : "1") + "]");
       return x;
     };
-    const int threads = int_opt("threads", 1), kv_blocks = int_opt("kvBlocks", 1), block_size = int_opt("blockSize", 1);
-    const bool lock = o.Get("mlock").ToBoolean().Value();
+    if (!o.Get("kvCacheBytes").IsUndefined()) s.kv_bytes = pos_opt("kvCacheBytes", 9007199254740992.0), sizes++;
+    if (!o.Get("gpuMemoryUtilization").IsUndefined()) s.gpu_utilization = pos_opt("gpuMemoryUtilization", 1.0), sizes++;
+    if (sizes != 1) throw Napi::TypeError::New(env, "give exactly one of options.kvBlocks, options.kvCacheBytes, options.gpuMemoryUtilization");
+    s.lock = o.Get("mlock").ToBoolean().Value();
     // Coding bf16 weights is on unless codeWeights is false.
-    const bool code = !o.Get("codeWeights").IsBoolean() || o.Get("codeWeights").ToBoolean().Value();
+    s.code = !o.Get("codeWeights").IsBoolean() || o.Get("codeWeights").ToBoolean().Value();
     Napi::Value prog = o.Get("onProgress");
     Napi::Function on_progress = prog.IsFunction() ? prog.As<Napi::Function>() : Napi::Function();
-    auto* w = new LoadWorker(env, std::move(files), std::move(cfg), threads, kv_blocks, block_size, lock, code, on_progress);
+    auto* w = new LoadWorker(env, std::move(s), on_progress);
     Napi::Promise p = w->promise();
     w->Queue();
     return p;
@@ -119,10 +173,24 @@ Napi::Value Backends(const Napi::CallbackInfo& info) {
   cpu.Set("kernels", select_kernels().name);
   cpu.Set("threads", Napi::Number::New(env, std::thread::hardware_concurrency()));
   out.Set(0u, cpu);
+  const CudaInfo ci = cuda_info();
   Napi::Object cuda = Napi::Object::New(env);
   cuda.Set("name", "cuda");
-  cuda.Set("available", false);
-  cuda.Set("detail", "not compiled in (the CUDA backend is not built yet)");
+  cuda.Set("compiled", ci.compiled);
+  if (ci.compiled) cuda.Set("archs", ci.archs);
+  cuda.Set("available", ci.usable);
+  if (!ci.usable) cuda.Set("detail", ci.why_not);
+  Napi::Array devices = Napi::Array::New(env);
+  for (size_t i = 0; i < ci.devices.size(); i++) {
+    const CudaDeviceInfo& dv = ci.devices[i];
+    Napi::Object d = Napi::Object::New(env);
+    d.Set("ordinal", dv.ordinal);
+    d.Set("name", dv.name);
+    d.Set("memoryBytes", Napi::Number::New(env, static_cast<double>(dv.total_memory)));
+    d.Set("computeCapability", std::to_string(dv.major) + "." + std::to_string(dv.minor));
+    devices.Set(static_cast<uint32_t>(i), d);
+  }
+  cuda.Set("devices", devices);
   out.Set(1u, cuda);
   return out;
 }

@@ -1,6 +1,7 @@
 #include "addon/model-wrap.h"
 
 #include <stdexcept>
+#include <vector>
 
 #include "addon/js-convert.h"
 
@@ -45,23 +46,19 @@ class StepWorker : public Napi::AsyncWorker {
 
 }  // namespace
 
+// NativeModel's read-only properties, in the order of kProps.
+enum Prop { kKvBlocks, kBlockSize, kKvBytesPerToken, kWeightBytes, kWeightsLocked, kLockError, kCodedWeights, kBackendName,
+            kDeviceMemory, kWeightDeviceBytes, kMaxNumBatchedTokens };
+constexpr const char* kProps[] = {"kvBlocks", "blockSize", "kvBytesPerToken", "weightBytes", "weightsLocked", "lockError",
+                                  "codedWeights", "backendName", "deviceMemory", "weightDeviceBytes", "maxNumBatchedTokens"};
+
 Napi::Function ModelWrap::Init(Napi::Env env) {
-  Napi::Function ctor = DefineClass(env, "NativeModel",
-                                    {InstanceMethod("step", &ModelWrap::Step), InstanceMethod("close", &ModelWrap::Close),
-                                     InstanceAccessor("kvBlocks", &ModelWrap::Getter, nullptr, napi_enumerable,
-                                                      reinterpret_cast<void*>(0)),
-                                     InstanceAccessor("blockSize", &ModelWrap::Getter, nullptr, napi_enumerable,
-                                                      reinterpret_cast<void*>(1)),
-                                     InstanceAccessor("kvBytesPerToken", &ModelWrap::Getter, nullptr, napi_enumerable,
-                                                      reinterpret_cast<void*>(2)),
-                                     InstanceAccessor("weightBytes", &ModelWrap::Getter, nullptr, napi_enumerable,
-                                                      reinterpret_cast<void*>(3)),
-                                     InstanceAccessor("weightsLocked", &ModelWrap::Getter, nullptr, napi_enumerable,
-                                                      reinterpret_cast<void*>(4)),
-                                     InstanceAccessor("lockError", &ModelWrap::Getter, nullptr, napi_enumerable,
-                                                      reinterpret_cast<void*>(5)),
-                                     InstanceAccessor("codedWeights", &ModelWrap::Getter, nullptr, napi_enumerable,
-                                                      reinterpret_cast<void*>(6))});
+  std::vector<Napi::ClassPropertyDescriptor<ModelWrap>> props{InstanceMethod("step", &ModelWrap::Step),
+                                                               InstanceMethod("close", &ModelWrap::Close)};
+  for (size_t i = 0; i < sizeof(kProps) / sizeof(kProps[0]); i++) {
+    props.push_back(InstanceAccessor(kProps[i], &ModelWrap::Getter, nullptr, napi_enumerable, reinterpret_cast<void*>(i)));
+  }
+  Napi::Function ctor = DefineClass(env, "NativeModel", props);
   g_ctor = new Napi::FunctionReference(Napi::Persistent(ctor));
   env.SetInstanceData<Napi::FunctionReference>(g_ctor);
   return ctor;
@@ -107,24 +104,38 @@ Napi::Value ModelWrap::Close(const Napi::CallbackInfo& info) {
 Napi::Value ModelWrap::Getter(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!model_) return env.Undefined();
-  switch (reinterpret_cast<intptr_t>(info.Data())) {
-    case 0: return Napi::Number::New(env, model_->kv_blocks());
-    case 1: return Napi::Number::New(env, model_->block_size());
-    case 2: return Napi::Number::New(env, static_cast<double>(model_->backend().kv_bytes_per_token()));
-    case 3: return Napi::Number::New(env, static_cast<double>(model_->weights().bytes));
-    case 4: return Napi::Boolean::New(env, model_->weights().locked);
-    case 6: {
-      const ModelWeights& w = model_->weights();
+  const Backend& be = model_->backend();
+  const WeightStats& w = be.weight_stats();
+  auto num = [&](double x) { return Napi::Number::New(env, x); };
+  switch (static_cast<Prop>(reinterpret_cast<intptr_t>(info.Data()))) {
+    case kKvBlocks: return num(model_->kv_blocks());
+    case kBlockSize: return num(model_->block_size());
+    case kKvBytesPerToken: return num(static_cast<double>(be.kv_bytes_per_token()));
+    case kWeightBytes: return num(static_cast<double>(w.bytes));
+    case kWeightsLocked: return Napi::Boolean::New(env, w.locked);
+    case kLockError: return w.lock_error.empty() ? env.Undefined() : Napi::String::New(env, w.lock_error);
+    case kCodedWeights: {
       Napi::Object o = Napi::Object::New(env);
-      o.Set("matrices", Napi::Number::New(env, static_cast<double>(w.coded.size())));
-      o.Set("sourceBytes", Napi::Number::New(env, static_cast<double>(w.coded_source_bytes)));
-      o.Set("codedBytes", Napi::Number::New(env, static_cast<double>(w.coded_bytes)));
-      o.Set("escapes", Napi::Number::New(env, static_cast<double>(w.coded_escapes)));
+      o.Set("matrices", num(static_cast<double>(w.coded_matrices)));
+      o.Set("sourceBytes", num(static_cast<double>(w.coded_source_bytes)));
+      o.Set("codedBytes", num(static_cast<double>(w.coded_bytes)));
+      o.Set("escapes", num(static_cast<double>(w.coded_escapes)));
       return o;
     }
-    default:
-      return model_->weights().lock_error.empty() ? env.Undefined() : Napi::String::New(env, model_->weights().lock_error);
+    case kBackendName: return Napi::String::New(env, be.name());
+    case kDeviceMemory: {
+      const MemoryInfo m = be.memory();
+      if (!m.has_device) return env.Undefined();
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("name", m.device_name);
+      o.Set("totalBytes", num(static_cast<double>(m.total)));
+      o.Set("freeBytes", num(static_cast<double>(m.free)));
+      return o;
+    }
+    case kWeightDeviceBytes: return num(static_cast<double>(w.device_bytes));
+    case kMaxNumBatchedTokens: return num(model_->max_tokens());
   }
+  return env.Undefined();
 }
 
 }  // namespace moe

@@ -74,7 +74,8 @@ ModelWeights load_weights(const std::vector<std::string>& files, const ModelConf
 
 std::vector<Matrix*> weight_matrices(ModelWeights& w) {
   std::vector<Matrix*> out;
-  if (w.lm_head.data != w.embed.data) out.push_back(&w.lm_head);  // a tied lm_head is also the embedding table
+  // A tied lm_head is also the embedding table (dummy weights: the same tensor id, data not generated yet).
+  if (w.lm_head.data != w.embed.data || w.lm_head.dummy_id != w.embed.dummy_id) out.push_back(&w.lm_head);
   auto mlp_of = [&](Mlp& m) {
     out.push_back(&m.gate);
     out.push_back(&m.up);
@@ -95,7 +96,12 @@ void lock_weights(ModelWeights& w) {
   std::unordered_set<const void*> replaced;
   for (const auto& c : w.coded) replaced.insert(c->source);
   std::string err;
-  for (const auto& f : w.tensors->files()) {
+  for (size_t i = 0; err.empty() && i < w.owned.size(); i++) {
+    if (replaced.count(w.owned[i].data.get())) continue;
+    if (!(err = lock_range(w.owned[i].data.get(), w.owned[i].bytes)).empty()) err = "mlock of the generated weights failed: " + err;
+  }
+  static const std::vector<std::unique_ptr<SafetensorsFile>> kNoFiles;
+  for (const auto& f : w.tensors ? w.tensors->files() : kNoFiles) {
     bool whole = true;
     for (const auto& t : f->tensors()) whole = whole && !replaced.count(t.data);
     if (whole) {

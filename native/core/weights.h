@@ -19,6 +19,10 @@ struct Matrix {
   // Set when the backend coded this matrix at load (core/coded-bf16.h); data then stays the checkpoint's
   // bf16 (mapped, possibly released from RAM) and only kernels with KernelSet::codes_bf16 see the matrix.
   const CodedBf16* coded = nullptr;
+  // --load-format dummy: data is null until the backend generates the matrix (core/dummy-weights.h); this is
+  // its tensor id there, and its values' scale. -1 for a checkpoint's matrix.
+  int32_t dummy_id = -1;
+  float dummy_scale = 0;
   size_t row_bytes() const { return static_cast<size_t>(cols) * dtype_size(dtype); }
   const void* row(int64_t r) const { return static_cast<const uint8_t*>(data) + r * row_bytes(); }
 };
@@ -37,7 +41,13 @@ struct LayerWeights {
 };
 
 struct ModelWeights {
-  std::unique_ptr<TensorSet> tensors;
+  std::unique_ptr<TensorSet> tensors;  // null for dummy weights
+  // Host memory the matrices point into when they were not mapped from a checkpoint (dummy weights).
+  struct Owned {
+    std::unique_ptr<uint8_t[]> data;
+    size_t bytes = 0;
+  };
+  std::vector<Owned> owned;
   Matrix embed, lm_head;
   std::vector<float> final_norm;
   std::vector<LayerWeights> layers;

@@ -11,16 +11,21 @@
 
 namespace moe {
 
-void CpuBackend::attention(int layer, const float* q, const float* k, const float* v, int T, const ModelConfig& cfg,
-                           const AttnMeta& m, float* out) {
-  const int hd = cfg.head_dim, kvd = cfg.kv_dim(), group = cfg.heads / cfg.kv_heads, bs = m.block_size;
+void CpuBackend::attention(int layer, const Buffer& qb, const Buffer& kb, const Buffer& vb, const Buffer& ob) {
+  const ModelConfig& cfg = cfg_;
+  const int T = T_, hd = cfg.head_dim, kvd = cfg.kv_dim(), group = cfg.heads / cfg.kv_heads, bs = block_size_;
+  const float* q = qb.f32();
+  const float* k = kb.f32();
+  const float* v = vb.f32();
+  float* out = ob.f32();
   float* K = k_cache_[layer].data();
   float* V = v_cache_[layer].data();
-  const int32_t* tables = m.block_tables;
+  const int32_t* tables = block_tables_.data();
+  const int32_t* seq_of_token = seq_of_token_.data();
+  const int32_t* positions = positions_.data();
+  const int table_width = table_width_;
   for (int t = 0; t < T; t++) {
-    const int64_t pos = m.positions[t];
-    const int32_t block = tables[static_cast<int64_t>(m.seq_of_token[t]) * m.table_width + pos / bs];
-    const int64_t s = static_cast<int64_t>(block) * bs + pos % bs;
+    const int64_t s = slots_[t];
     std::copy(k + static_cast<int64_t>(t) * kvd, k + static_cast<int64_t>(t + 1) * kvd, K + s * kvd);
     std::copy(v + static_cast<int64_t>(t) * kvd, v + static_cast<int64_t>(t + 1) * kvd, V + s * kvd);
   }
@@ -31,7 +36,7 @@ void CpuBackend::attention(int layer, const float* q, const float* k, const floa
   std::vector<std::pair<int, int>> tiles;  // [t0, t1)
   for (int t = 0; t < T;) {
     int e = t + 1;
-    while (e < T && e - t < kQueryTile && m.seq_of_token[e] == m.seq_of_token[t]) e++;
+    while (e < T && e - t < kQueryTile && seq_of_token[e] == seq_of_token[t]) e++;
     tiles.emplace_back(t, e);
     t = e;
   }
@@ -39,8 +44,8 @@ void CpuBackend::attention(int layer, const float* q, const float* k, const floa
   pool_.parallel_for(static_cast<int64_t>(tiles.size()) * kvh, 1, [&](int64_t b, int64_t e, int th) {
     for (int64_t i = b; i < e; i++) {
       const int t0 = tiles[i / kvh].first, nt = tiles[i / kvh].second - t0, kh = static_cast<int>(i % kvh);
-      const int32_t* table = tables + static_cast<int64_t>(m.seq_of_token[t0]) * m.table_width;
-      auto keys = [&](int tt) { return static_cast<int64_t>(m.positions[t0 + tt]) + 1; };
+      const int32_t* table = tables + static_cast<int64_t>(seq_of_token[t0]) * table_width;
+      auto keys = [&](int tt) { return static_cast<int64_t>(positions[t0 + tt]) + 1; };
       int64_t ld = 0;  // the longest row of the tile
       for (int tt = 0; tt < nt; tt++) ld = std::max(ld, keys(tt));
       // scores: row (tt, g) of ld floats; every query head of the group reads each K/V row once per block.

@@ -2,11 +2,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <stdexcept>
 
 namespace moe {
 
-CpuBackend::CpuBackend(int threads)
-    : pool_(std::max(1, threads)), k_(select_kernels()), thread_scratch_(static_cast<size_t>(std::max(1, threads))) {}
+CpuBackend::CpuBackend(int threads, const KernelSet& kernels)
+    : pool_(std::max(1, threads)), k_(kernels), thread_scratch_(static_cast<size_t>(std::max(1, threads))) {}
 
 std::string CpuBackend::name() const { return std::string("cpu/") + k_.name; }
 
@@ -22,35 +23,70 @@ float* CpuBackend::thread_scratch(int thread, size_t n) {
   return s.data();
 }
 
-void CpuBackend::init_kv(const ModelConfig& cfg, int num_blocks, int block_size) {
-  kv_dim_ = cfg.kv_dim();
-  const size_t n = static_cast<size_t>(num_blocks) * block_size * kv_dim_;
-  k_cache_.assign(cfg.layers, std::vector<float>());
-  v_cache_.assign(cfg.layers, std::vector<float>());
-  for (int l = 0; l < cfg.layers; l++) {
+void CpuBackend::reserve(int max_tokens) {
+  const int64_t H = cfg_.hidden, Q = cfg_.q_dim(), KV = cfg_.kv_dim();
+  ws_store_.assign(7, std::vector<float>());
+  Buffer* bufs[] = {&ws_.x, &ws_.h, &ws_.q, &ws_.k, &ws_.v, &ws_.attn, &ws_.tmp};
+  const int64_t cols[] = {H, H, Q, KV, KV, Q, H};
+  for (int i = 0; i < 7; i++) {
+    ws_store_[i].assign(static_cast<size_t>(max_tokens) * cols[i], 0.0f);
+    *bufs[i] = Buffer{ws_store_[i].data(), DType::F32, cols[i]};
+  }
+  ws_.max_tokens = max_tokens;
+}
+
+void CpuBackend::init_kv(int num_blocks, int block_size) {
+  block_size_ = block_size;
+  const size_t n = static_cast<size_t>(num_blocks) * block_size * cfg_.kv_dim();
+  k_cache_.assign(cfg_.layers, std::vector<float>());
+  v_cache_.assign(cfg_.layers, std::vector<float>());
+  for (int l = 0; l < cfg_.layers; l++) {
     k_cache_[l].assign(n, 0.0f);
     v_cache_[l].assign(n, 0.0f);
   }
 }
 
-size_t CpuBackend::kv_bytes_per_token() const { return k_cache_.size() * 2 * kv_dim_ * sizeof(float); }
+size_t CpuBackend::kv_bytes_per_token() const {
+  return static_cast<size_t>(cfg_.layers) * 2 * cfg_.kv_dim() * sizeof(float);
+}
 
-void CpuBackend::embed(const Matrix& table, const int32_t* tokens, int T, float* out) {
-  pool_.parallel_for(T, 16, [&](int64_t b, int64_t e, int) {
-    for (int64_t t = b; t < e; t++) k_.to_f32(table.row(tokens[t]), table.dtype, out + t * table.cols, table.cols);
+void CpuBackend::begin_step(const StepMeta& m) {
+  if (m.num_tokens > ws_.max_tokens) throw std::invalid_argument("step of " + std::to_string(m.num_tokens) + " tokens exceeds the workspace");
+  T_ = m.num_tokens;
+  S_ = m.num_seqs;
+  table_width_ = m.table_width;
+  tokens_.assign(m.tokens, m.tokens + T_);
+  positions_.assign(m.positions, m.positions + T_);
+  seq_of_token_.assign(m.seq_of_token, m.seq_of_token + T_);
+  slots_.assign(m.slot_of_token, m.slot_of_token + T_);
+  block_tables_.assign(m.block_tables, m.block_tables + static_cast<size_t>(S_) * table_width_);
+}
+
+void CpuBackend::embed(const Buffer& out) {
+  const Matrix& table = w_.embed;
+  float* o = out.f32();
+  pool_.parallel_for(T_, 16, [&](int64_t b, int64_t e, int) {
+    for (int64_t t = b; t < e; t++) k_.to_f32(table.row(tokens_[t]), table.dtype, o + t * table.cols, table.cols);
   });
 }
 
-void CpuBackend::rmsnorm(const float* x, const float* w, int rows, int dim, float eps, float* out) {
+void CpuBackend::rmsnorm_rows(const float* x, const float* w, int64_t rows, int dim, float* out) {
   pool_.parallel_for(rows, 64, [&](int64_t b, int64_t e, int) {
     for (int64_t r = b; r < e; r++) {
       const float* xr = x + r * dim;
       float* o = out + r * dim;
       const float ms = k_.dot(xr, xr, dim) / static_cast<float>(dim);
-      const float inv = 1.0f / std::sqrt(ms + eps);
+      const float inv = 1.0f / std::sqrt(ms + cfg_.rms_eps);
       for (int i = 0; i < dim; i++) o[i] = xr[i] * inv * w[i];
     }
   });
+}
+
+void CpuBackend::rmsnorm(Norm which, int layer, const Buffer& x, int rows, const Buffer& out) {
+  const float* w = which == Norm::Final ? w_.final_norm.data()
+                   : which == Norm::Input ? w_.layers[layer].input_norm.data()
+                                          : w_.layers[layer].post_attn_norm.data();
+  rmsnorm_rows(x.f32(), w, rows, cfg_.hidden, out.f32());
 }
 
 const float* CpuBackend::pack_tiles(const float* x, int64_t T, int64_t K, DType dt, int slot) {
@@ -78,32 +114,42 @@ void CpuBackend::matmul_into(const float* x, int64_t T, const Matrix& w, float* 
   });
 }
 
-void CpuBackend::matmul(const float* x, int T, const Matrix& w, float* out) { matmul_into(x, T, w, out, w.rows); }
-
-void CpuBackend::add(float* x, const float* y, size_t n) {
-  for (size_t i = 0; i < n; i++) x[i] += y[i];
+void CpuBackend::project(int layer, Proj p, const Buffer& in, const Buffer& out) {
+  const LayerWeights& L = w_.layers[layer];
+  const Matrix& m = p == Proj::Q ? L.q : p == Proj::K ? L.k : p == Proj::V ? L.v : L.o;
+  matmul_into(in.f32(), T_, m, out.f32(), m.rows);
 }
 
-void CpuBackend::qk_norm_rope(float* q, float* k, int T, const float* q_norm, const float* k_norm,
-                              const ModelConfig& cfg, const int32_t* positions) {
-  const int hd = cfg.head_dim, half = hd / 2, heads = cfg.heads + cfg.kv_heads;
+void CpuBackend::add(const Buffer& x, const Buffer& y, int rows) {
+  float* a = x.f32();
+  const float* b = y.f32();
+  const size_t n = static_cast<size_t>(rows) * x.cols;
+  for (size_t i = 0; i < n; i++) a[i] += b[i];
+}
+
+void CpuBackend::qk_norm_rope(int layer, const Buffer& qb, const Buffer& kb) {
+  const int T = T_, hd = cfg_.head_dim, half = hd / 2, heads = cfg_.heads + cfg_.kv_heads;
+  const float* q_norm = w_.layers[layer].q_norm.data();
+  const float* k_norm = w_.layers[layer].k_norm.data();
+  float* q = qb.f32();
+  float* k = kb.f32();
   // cos/sin once per token; the angle in double since positions up to 128K times inv_freq lose too much in f32.
   float* cs = scratch(12, static_cast<size_t>(T) * hd);
   for (int t = 0; t < T; t++) {
     for (int j = 0; j < half; j++) {
-      const double ang = static_cast<double>(positions[t]) * static_cast<double>(cfg.rope_inv_freq[j]);
-      cs[t * hd + j] = static_cast<float>(std::cos(ang)) * cfg.rope_attention_factor;
-      cs[t * hd + half + j] = static_cast<float>(std::sin(ang)) * cfg.rope_attention_factor;
+      const double ang = static_cast<double>(positions_[t]) * static_cast<double>(cfg_.rope_inv_freq[j]);
+      cs[t * hd + j] = static_cast<float>(std::cos(ang)) * cfg_.rope_attention_factor;
+      cs[t * hd + half + j] = static_cast<float>(std::sin(ang)) * cfg_.rope_attention_factor;
     }
   }
   pool_.parallel_for(static_cast<int64_t>(T) * heads, 32, [&](int64_t b, int64_t e, int) {
     for (int64_t i = b; i < e; i++) {
       const int64_t t = i / heads;
       const int h = static_cast<int>(i % heads);
-      const bool is_q = h < cfg.heads;
-      float* v = is_q ? q + (t * cfg.heads + h) * hd : k + (t * cfg.kv_heads + (h - cfg.heads)) * hd;
+      const bool is_q = h < cfg_.heads;
+      float* v = is_q ? q + (t * cfg_.heads + h) * hd : k + (t * cfg_.kv_heads + (h - cfg_.heads)) * hd;
       const float* w = is_q ? q_norm : k_norm;
-      const float inv = 1.0f / std::sqrt(k_.dot(v, v, hd) / static_cast<float>(hd) + cfg.rms_eps);
+      const float inv = 1.0f / std::sqrt(k_.dot(v, v, hd) / static_cast<float>(hd) + cfg_.rms_eps);
       for (int j = 0; j < hd; j++) v[j] = v[j] * inv * w[j];
       const float* c = cs + t * hd;
       const float* s = c + half;
@@ -116,14 +162,16 @@ void CpuBackend::qk_norm_rope(float* q, float* k, int T, const float* q_norm, co
   });
 }
 
-void CpuBackend::mlp(const float* h, int T, const Mlp& m, float* out) {
-  const int64_t I = m.gate.rows;
+void CpuBackend::mlp(int layer, const Buffer& hb, const Buffer& out) {
+  const Mlp& m = w_.layers[layer].dense;
+  const int64_t I = m.gate.rows, T = T_;
+  const float* h = hb.f32();
   float* g = scratch(10, static_cast<size_t>(T) * I);
   float* u = scratch(11, static_cast<size_t>(T) * I);
   matmul_into(h, T, m.gate, g, I);
   matmul_into(h, T, m.up, u, I);
   k_.silu_mul(g, u, T * I);
-  matmul_into(g, T, m.down, out, m.down.rows);
+  matmul_into(g, T, m.down, out.f32(), m.down.rows);
 }
 
 }  // namespace moe

@@ -1,5 +1,7 @@
-// The CPU backend: a persistent thread pool and the kernel set chosen at run time.
+// The CPU backend: a persistent thread pool, the kernel set chosen at run time, and the checkpoint's mapping
+// read in place (the readable reference every other backend is tested against).
 #pragma once
+#include <algorithm>
 #include <memory>
 #include <vector>
 
@@ -11,26 +13,31 @@ namespace moe {
 
 class CpuBackend : public Backend {
  public:
-  explicit CpuBackend(int threads);
+  CpuBackend(int threads, const KernelSet& kernels);
   std::string name() const override;
-  void init_kv(const ModelConfig& cfg, int num_blocks, int block_size) override;
-  size_t kv_bytes_per_token() const override;
-  void prepare_weights(ModelWeights& w, bool code_bf16) override;  // coding-cpu.cpp
-  float* scratch(int slot, size_t n) override;
-  int workers() const override { return pool_.size(); }
-  void for_rows(int64_t n, const std::function<void(int64_t, int64_t, int)>& fn) override { pool_.parallel_for(n, 1, fn); }
-  VecMath vec_math() const override { return VecMath{k_.max, k_.exp_sum}; }
 
-  void embed(const Matrix& table, const int32_t* tokens, int T, float* out) override;
-  void rmsnorm(const float* x, const float* w, int rows, int dim, float eps, float* out) override;
-  void matmul(const float* x, int T, const Matrix& w, float* out) override;
-  void add(float* x, const float* y, size_t n) override;
-  void qk_norm_rope(float* q, float* k, int T, const float* q_norm, const float* k_norm, const ModelConfig& cfg,
-                    const int32_t* positions) override;
-  void attention(int layer, const float* q, const float* k, const float* v, int T, const ModelConfig& cfg,
-                 const AttnMeta& meta, float* out) override;
-  void mlp(const float* h, int T, const Mlp& m, float* out) override;
-  void moe(const float* h, int T, const LayerWeights& w, const ModelConfig& cfg, float* out) override;
+  void place_weights(const ModelConfig& cfg, ModelWeights w, const PlaceOptions& o) override;  // place-cpu.cpp
+  const WeightStats& weight_stats() const override { return stats_; }
+  DType kv_dtype() const override { return DType::F32; }
+  size_t kv_bytes_per_token() const override;
+  void reserve(int max_tokens) override;
+  const Workspace& workspace() const override { return ws_; }
+  MemoryInfo memory() const override { return MemoryInfo{}; }
+  void init_kv(int num_blocks, int block_size) override;
+  void begin_step(const StepMeta& m) override;
+
+  void embed(const Buffer& out) override;
+  void rmsnorm(Norm which, int layer, const Buffer& x, int rows, const Buffer& out) override;
+  void project(int layer, Proj p, const Buffer& in, const Buffer& out) override;
+  void add(const Buffer& x, const Buffer& y, int rows) override;
+  void qk_norm_rope(int layer, const Buffer& q, const Buffer& k) override;
+  void attention(int layer, const Buffer& q, const Buffer& k, const Buffer& v, const Buffer& out) override;  // attention-cpu.cpp
+  void moe(int layer, const Buffer& h, const Buffer& out) override;  // moe-cpu.cpp
+  void mlp(int layer, const Buffer& h, const Buffer& out) override;
+  void sample(const Buffer& x, const LogitRows& rows, const StepInput& in, StepOutput& out) override;  // sample-cpu.cpp
+
+  void upload(const Buffer& dst, const float* src, size_t n) override { std::copy(src, src + n, dst.f32()); }
+  void download(const Buffer& src, float* dst, size_t n) override { std::copy(src.f32(), src.f32() + n, dst); }
 
   int threads() const { return pool_.size(); }
   const KernelSet& kernels() const { return k_; }
@@ -41,17 +48,30 @@ class CpuBackend : public Backend {
   // x (T × K) packed into scratch `slot` for k_.matmul_tiles against weights of dtype dt, tiles spread over the
   // threads; null where the kernel set has no tiled path for this shape (then matmul_rows reads x as it is).
   const float* pack_tiles(const float* x, int64_t T, int64_t K, DType dt, int slot);
+  void rmsnorm_rows(const float* x, const float* w, int64_t rows, int dim, float* out);
+  // Private scratch of the ops: grown on demand (host memory has no fixed-address need), never shrunk.
+  float* scratch(int slot, size_t n);
   float* thread_scratch(int thread, size_t n);
+  void code_weights();  // coding-cpu.cpp
 
   static constexpr int kTilesSlot = 30;  // scratch slot of matmul_into's packed tiles
 
   ThreadPool pool_;
   const KernelSet& k_;
+  ModelConfig cfg_;
+  ModelWeights w_;
+  WeightStats stats_;
+  Workspace ws_;
+  std::vector<std::vector<float>> ws_store_;
   std::vector<std::vector<float>> scratch_;
   std::vector<std::vector<float>> thread_scratch_;
+  // The step (begin_step): host arrays, copied so the op calls need no lifetime guarantee from the caller.
+  int T_ = 0, S_ = 0, table_width_ = 0;
+  std::vector<int32_t> tokens_, positions_, seq_of_token_, block_tables_;
+  std::vector<int64_t> slots_;
   // KV pool: per layer, [num_blocks × block_size][kv_dim] for K and for V.
   std::vector<std::vector<float>> k_cache_, v_cache_;
-  int kv_dim_ = 0;
+  int block_size_ = 0;
 };
 
 }  // namespace moe

@@ -7,8 +7,8 @@
 
 namespace moe {
 
-void CpuBackend::prepare_weights(ModelWeights& w, bool code_bf16) {
-  if (!code_bf16 || !k_.codes_bf16) return;
+void CpuBackend::code_weights() {
+  ModelWeights& w = w_;
   constexpr int64_t kChunk = 256;  // rows per task
   for (Matrix* m : weight_matrices(w)) {
     if (!codable(*m) || m->coded) continue;

@@ -4,6 +4,8 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <stdexcept>
+#include <string>
 
 #include "cpu/kernels.h"
 
@@ -58,6 +60,18 @@ const KernelSet& select_kernels() {
   if (f.avx512 && allow512) return kernels_avx512();
   if (f.avx2 && allow2) return kernels_avx2();
   return kernels_scalar();
+}
+
+const KernelSet& kernels_by_name(const std::string& name) {
+  const Features& f = features();
+  if (name == "scalar") return kernels_scalar();
+  if (name == "avx2" && f.avx2) return kernels_avx2();
+  if (name == "avx512" && f.avx512) return kernels_avx512();
+  if (name == "avx512bf16" && f.avx512bf16) return kernels_avx512bf16();
+  if (name == "avx2" || name == "avx512" || name == "avx512bf16") {
+    throw std::runtime_error(std::string("this CPU cannot run the ") + name + " kernel set (it offers " + cpu_simd_level() + ")");
+  }
+  throw std::runtime_error("unknown CPU kernel set \"" + name + "\" (scalar, avx2, avx512 or avx512bf16)");
 }
 
 }  // namespace moe

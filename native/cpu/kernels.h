@@ -5,6 +5,7 @@
 // (row dots, GEMM) runs it, so that a token's results never depend on the other tokens of its step.
 #pragma once
 #include <cstdint>
+#include <string>
 
 #include "core/weights.h"
 
@@ -73,6 +74,9 @@ const KernelSet& kernels_avx512bf16();
 // The best set this CPU runs (or the one named by MOESERVE_SIMD=scalar|avx2|avx512|avx512bf16, capped to what
 // the CPU has).
 const KernelSet& select_kernels();
+// The set of that name ("scalar", "avx2", "avx512", "avx512bf16"); throws std::runtime_error when unknown or
+// beyond this CPU.
+const KernelSet& kernels_by_name(const std::string& name);
 // "avx512bf16", "avx512", "avx2" or "scalar": what the CPU offers.
 const char* cpu_simd_level();
 

@@ -19,7 +19,12 @@ struct Job {
 
 }  // namespace
 
-void CpuBackend::moe(const float* h, int T, const LayerWeights& w, const ModelConfig& cfg, float* out) {
+void CpuBackend::moe(int layer, const Buffer& hb, const Buffer& ob) {
+  const ModelConfig& cfg = cfg_;
+  const LayerWeights& w = w_.layers[layer];
+  const float* h = hb.f32();
+  float* out = ob.f32();
+  const int T = T_;
   const int E = cfg.experts, K = cfg.top_k, H = cfg.hidden, I = cfg.moe_intermediate;
   float* logits = scratch(kRouter, static_cast<size_t>(T) * E);
   matmul_into(h, T, w.router, logits, E);
