@@ -1,4 +1,6 @@
-// `moeserve info [--json]`: version, and the backends compiled into the addon with what each found.
+// `moeserve info [--json]`: version, and the backends compiled into the addon with what each found. The JSON
+// gives each backend as the addon reports it (BackendInfo): for CUDA, compiled and archs (this build), available
+// and detail (usable here, and why not), and devices (name, memory, compute capability).
 import { Command } from 'commander';
 import type { BackendInfo } from '../native/addon-types.ts';
 import { addonPath, loadAddon } from '../native/load-addon.ts';
@@ -30,16 +32,22 @@ export function collectInfo(): Info {
   return info;
 }
 
-function describeBackend(b: BackendInfo): string {
+/** A backend in lines: the first says whether it is usable (and why not); CUDA adds its build and each device. */
+export function describeBackend(b: BackendInfo): string[] {
   const parts = [b.available ? 'available' : 'not available'];
   if (b.simd) parts.push(`simd ${b.simd}`);
   if (b.threads !== undefined) parts.push(`${b.threads} threads`);
-  if (b.detail) parts.push(b.detail);
   // Fields a backend reports beyond the contract (e.g. the CPU's kernel set), shown as they come.
+  const shown = ['name', 'available', 'simd', 'threads', 'detail', 'compiled', 'archs', 'devices'];
   for (const [key, value] of Object.entries(b)) {
-    if (!['name', 'available', 'simd', 'threads', 'detail'].includes(key)) parts.push(`${key} ${String(value)}`);
+    if (!shown.includes(key)) parts.push(`${key} ${String(value)}`);
   }
-  return `  ${b.name}: ${parts.join(', ')}`;
+  const lines = [`  ${b.name}: ${parts.join(', ')}${b.detail ? `: ${b.detail}` : ''}`];
+  if (b.compiled !== undefined) lines.push(`    compiled in: ${b.compiled ? `yes${b.archs ? ` (${b.archs})` : ''}` : 'no'}`);
+  for (const d of b.devices ?? []) {
+    lines.push(`    device ${d.ordinal}: ${d.name}, ${(d.memoryBytes / 2 ** 30).toFixed(2)} GiB, compute capability ${d.computeCapability}`);
+  }
+  return lines;
 }
 
 export function infoCommand(): Command {
@@ -57,7 +65,7 @@ export function infoCommand(): Command {
         } else {
           console.log(`addon ${info.addon.version} at ${info.addon.path}`);
           console.log('backends:');
-          for (const b of info.backends) console.log(describeBackend(b));
+          for (const b of info.backends) for (const line of describeBackend(b)) console.log(line);
         }
       }
       if (info.addon.error) process.exitCode = 1;

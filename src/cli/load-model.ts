@@ -5,12 +5,16 @@ import path from 'node:path';
 import { loadModelConfig, type ModelConfig } from '../model/config.ts';
 import { checkTokenIdsInVocab, ConfigError, show } from '../model/config-validate.ts';
 import { loadAddon } from '../native/load-addon.ts';
-import type { CodedWeights } from '../native/addon-types.ts';
+import type { BackendName, CodedWeights } from '../native/addon-types.ts';
 import { createEngine, DEFAULT_MAX_NUM_BATCHED_TOKENS, DEFAULT_MAX_NUM_SEQS, type LlmEngineHandle } from '../engine/engine.ts';
 import { loadTokenizer, type TextTokenizer } from '../chat/tokenizer.ts';
 import { createChatTemplate, type ChatTemplate } from '../chat/template.ts';
 import type { SamplingDefaults } from '../server/sampling.ts';
-import { DEFAULT_BLOCK_SIZE, derivedMaxModelLen, estimateKvBytesPerToken, planKvCache, type KvPlan } from './kv-plan.ts';
+import {
+  checkGpuMemoryUtilization, checkKvBudget, checkKvPool, DEFAULT_BLOCK_SIZE, derivedMaxModelLen, estimateKvBytesPerToken, estimateWeightBytes,
+  kvBudget, kvLoadOptions, type KvPlan,
+} from './kv-plan.ts';
+import { resolveDevice, type DeviceChoice } from './device.ts';
 
 export { DEFAULT_BLOCK_SIZE } from './kv-plan.ts';
 
@@ -18,10 +22,19 @@ export interface LoadModelOptions {
   dir: string;
   /** Default: the model's context length (max_position_embeddings, times a rope_scaling factor). */
   maxModelLen?: number;
-  /** Default: every core. */
+  /** Default: every core. CPU: the model's worker threads; CUDA: host threads for load-time work. */
   threads?: number;
-  /** Memory for the paged KV cache in GiB; default: a share of the free memory (see kv-plan.ts). */
+  /** 'auto': CUDA when the addon reports it usable, else the CPU (the CLI's default). Default here: 'cpu'. */
+  device?: DeviceChoice;
+  /** 'auto' (= 'safetensors') | 'safetensors' | 'dummy': random weights of config.json's shapes (vLLM's convention). */
+  loadFormat?: 'auto' | 'safetensors' | 'dummy';
+  /** Memory for the paged KV cache in GiB, on either backend; default: a share of the free memory (CPU, see kv-plan.ts) or of the device (CUDA). */
   kvCacheGiB?: number;
+  /**
+   * CUDA: the share of device memory for weights, workspace and KV (vLLM's meaning; default 0.9). Ignored, with
+   * a note, on the CPU and where kvCacheGiB sizes the pool.
+   */
+  gpuMemoryUtilization?: number;
   blockSize?: number;
   /** Engine scheduling limits (defaults: the engine's). */
   maxNumSeqs?: number;
@@ -55,6 +68,21 @@ export interface LoadedModel {
   /** --mlock: 'off', 'locked', or why locking failed (the model runs unlocked then). */
   mlock: string;
   codedWeights: CodedWeights;
+  loadFormat: 'safetensors' | 'dummy';
+  device: LoadedDevice;
+  /** Remarks for the start-up log (options that had no effect here). */
+  notes: string[];
+}
+
+/** Where the model runs, for the start-up log. */
+export interface LoadedDevice {
+  backend: BackendName;
+  /** NativeModel.backendName: 'cpu/<kernel set>' or 'cuda/<device name>'. */
+  name: string;
+  /** CUDA: the device's memory after the weights, workspace and KV pool were placed. */
+  memory?: { name: string; totalBytes: number; freeBytes: number };
+  /** The weights' size where they live: device memory (CUDA), the safetensors files or the generated weights (CPU). */
+  weightBytes: number;
 }
 
 function samplingDefaultsFrom(dir: string): Partial<SamplingDefaults> {
@@ -84,7 +112,10 @@ function samplingDefaultsFrom(dir: string): Partial<SamplingDefaults> {
 }
 
 export async function loadServedModel(options: LoadModelOptions): Promise<LoadedModel> {
-  const config = loadModelConfig(options.dir);
+  const addon = loadAddon();
+  const backend = resolveDevice(options.device ?? 'cpu', addon.backends());
+  const loadFormat = options.loadFormat === 'dummy' ? 'dummy' : 'safetensors';
+  const config = loadModelConfig(options.dir, { loadFormat });
   const vocabFile = path.join(config.dir, 'config.json');
   checkTokenIdsInVocab(config.eosSources, config.native.vocabSize, vocabFile);
   const contextLen = derivedMaxModelLen(config);
@@ -103,14 +134,28 @@ export async function loadServedModel(options: LoadModelOptions): Promise<Loaded
     throw new Error(`max-num-batched-tokens (${maxNumBatchedTokens}) must be an integer >= max-num-seqs (${maxNumSeqs})`);
   }
   const enablePrefixCaching = options.enablePrefixCaching ?? true;
-  const plan = planKvCache({
-    bytesPerToken: estimateKvBytesPerToken(config),
-    blockSize,
+  const notes: string[] = [];
+  if (options.gpuMemoryUtilization !== undefined) {
+    checkGpuMemoryUtilization(options.gpuMemoryUtilization);
+    if (backend === 'cpu') notes.push(`--gpu-memory-utilization ${options.gpuMemoryUtilization} is ignored on the CPU (--kv-cache-memory sizes its KV cache, else a share of the free memory)`);
+    else if (options.kvCacheGiB !== undefined) notes.push(`--gpu-memory-utilization ${options.gpuMemoryUtilization} is ignored: --kv-cache-memory sizes the KV cache`);
+  }
+  // The weights' size in RAM, for the CPU's default budget: the files, or for dummy weights their shapes (no files to stat).
+  const fileBytes = config.files.reduce((sum, f) => sum + fs.statSync(f).size, 0);
+  const ramWeightBytes = loadFormat === 'dummy' ? estimateWeightBytes(config.native) : fileBytes;
+  const estimate = estimateKvBytesPerToken(config, backend);
+  const budget = kvBudget({
+    backend,
+    bytesPerToken: estimate,
     maxModelLen,
     kvCacheGiB: options.kvCacheGiB,
+    gpuMemoryUtilization: options.gpuMemoryUtilization,
     freeBytes: os.freemem(),
-    weightBytes: config.files.reduce((sum, f) => sum + fs.statSync(f).size, 0),
+    weightBytes: ramWeightBytes,
   });
+  // A byte budget too small for one sequence fails here, before minutes of weight loading; the pool the
+  // backend makes is checked again below with its own figures.
+  if (budget.kind === 'bytes') checkKvBudget(budget, { bytesPerToken: estimate, blockSize, maxModelLen });
   // Tokenizer and template first: a broken tokenizer should fail before minutes of weight loading.
   const tokenizer = loadTokenizer(config.dir);
   // The config files' eos ids passed above, so one out of range here is tokenizer_config.json's eos_token.
@@ -122,17 +167,28 @@ export async function loadServedModel(options: LoadModelOptions): Promise<Loaded
   const template = createChatTemplate(tokenizer.config);
   const samplingDefaults = options.generationConfig === 'auto' || options.generationConfig === undefined ? samplingDefaultsFrom(config.dir) : {};
 
-  const native = await loadAddon().loadModel({
+  const native = await addon.loadModel({
     files: config.files,
     config: config.native,
+    loadFormat,
+    backend,
     threads,
-    kvBlocks: plan.blocks,
+    maxNumBatchedTokens,
+    ...kvLoadOptions(budget),
     blockSize,
     mlock: options.mlock ?? false,
     codeWeights: options.codeWeights ?? true,
     onProgress: options.onProgress,
   });
   try {
+    const kv = checkKvPool({
+      blocks: native.kvBlocks,
+      blockSize: native.blockSize,
+      bytesPerToken: native.kvBytesPerToken,
+      maxModelLen,
+      budget,
+      deviceTotalBytes: native.deviceMemory?.totalBytes,
+    });
     const engine = createEngine({
       model: native,
       maxModelLen,
@@ -142,13 +198,21 @@ export async function loadServedModel(options: LoadModelOptions): Promise<Loaded
       maxNumBatchedTokens,
       enablePrefixCaching,
     });
-    const bytesPerToken = native.kvBytesPerToken;
-    const kv: KvPlan = { ...plan, blocks: native.kvBlocks, bytesPerToken, bytes: native.kvBlocks * native.blockSize * bytesPerToken };
+    const device: LoadedDevice = {
+      backend,
+      // An addon from before the CUDA backend has no backendName.
+      name: native.backendName ?? backend,
+      memory: native.deviceMemory ?? undefined,
+      weightBytes: backend === 'cpu' ? (loadFormat === 'dummy' ? native.weightBytes || ramWeightBytes : fileBytes) : native.weightDeviceBytes,
+    };
     return {
       config, engine, tokenizer, template, maxModelLen, samplingDefaults, kv, kvBlocks: native.kvBlocks, blockSize: native.blockSize, threads,
       maxNumSeqs, maxNumBatchedTokens, enablePrefixCaching,
       mlock: !options.mlock ? 'off' : native.weightsLocked ? 'locked' : (native.lockError ?? 'not locked'),
       codedWeights: native.codedWeights,
+      loadFormat,
+      device,
+      notes,
     };
   } catch (err) {
     native.close();

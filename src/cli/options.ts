@@ -17,6 +17,13 @@ export function positiveNumberArg(value: string): number {
   return n;
 }
 
+/** A share in (0, 1] (e.g. --gpu-memory-utilization). */
+export function fractionArg(value: string): number {
+  const n = Number(value);
+  if (value.trim() === '' || !Number.isFinite(n) || n <= 0 || n > 1) throw new InvalidArgumentError(`expected a number in (0, 1], got '${value}'`);
+  return n;
+}
+
 /** "0,2,5" → [0, 2, 5]; "" → []. */
 export function intListArg(value: string): number[] {
   if (value.trim() === '') return [];

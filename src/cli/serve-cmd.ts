@@ -6,10 +6,12 @@ import { buildApp, DEFAULT_MAX_CHOICES_PER_REQUEST, DEFAULT_MAX_CONNECTIONS, DEF
 import { DEFAULT_TOKENIZER_WORKERS } from '../chat/text-service.ts';
 import { DEFAULT_SHUTDOWN_TIMEOUT_S, drain } from '../server/drain.ts';
 import { DEFAULT_MAX_NUM_BATCHED_TOKENS, DEFAULT_MAX_NUM_SEQS } from '../engine/engine.ts';
-import { DEFAULT_BLOCK_SIZE, loadServedModel } from './load-model.ts';
-import { describeKvPlan } from './kv-plan.ts';
+import { DEFAULT_BLOCK_SIZE, loadServedModel, type LoadedModel } from './load-model.ts';
+import { DEFAULT_GPU_MEMORY_UTILIZATION, describeKvPlan } from './kv-plan.ts';
+import { DEVICE_CHOICES, resolveDevice, type DeviceChoice } from './device.ts';
+import { loadAddon } from '../native/load-addon.ts';
 import { ensureDemoModel } from './demo-model.ts';
-import { choiceArg, intArg, positiveNumberArg } from './options.ts';
+import { choiceArg, fractionArg, intArg, positiveNumberArg } from './options.ts';
 import { packageVersion } from './package-info.ts';
 import { byteProgress } from './progress.ts';
 import { guidedDecodingFor } from '../guided/guided-decoding.ts';
@@ -21,8 +23,12 @@ export interface ServeOptions {
   apiKey?: string;
   maxModelLen?: number;
   threads: number;
-  /** GiB; undefined: the default from free memory. */
+  device: DeviceChoice;
+  loadFormat: 'auto' | 'safetensors' | 'dummy';
+  /** GiB; undefined: the default from free memory (CPU) or --gpu-memory-utilization (CUDA). */
   kvCacheMemory?: number;
+  /** undefined: DEFAULT_GPU_MEMORY_UTILIZATION (left undefined so that an explicit one on the CPU gets its note). */
+  gpuMemoryUtilization?: number;
   blockSize: number;
   maxNumSeqs: number;
   maxNumBatchedTokens: number;
@@ -51,13 +57,23 @@ export interface ServeOptions {
 
 export async function serve(modelDirArg: string | undefined, opts: ServeOptions): Promise<void> {
   const modelDir = path.resolve(modelDirArg ?? (await ensureDemoModel()));
-  console.log(`loading ${modelDir} (${opts.threads} threads)`);
-  const progress = byteProgress('loading weights');
+  // Resolved here too, so that an unusable --device cuda fails before anything is read or logged.
+  const device = resolveDevice(opts.device, loadAddon().backends());
+  const dummy = opts.loadFormat === 'dummy';
+  console.log(
+    `loading ${modelDir} on ${device === 'cuda' ? 'CUDA' : 'the CPU'}` +
+      `${opts.device === 'auto' ? ' (--device auto)' : ''}, ${plural(opts.threads, device === 'cuda' ? 'host thread' : 'thread')}` +
+      (dummy ? ", random weights of config.json's shapes (--load-format dummy)" : ''),
+  );
+  const progress = byteProgress(dummy ? 'generating weights' : device === 'cuda' ? 'uploading weights' : 'loading weights');
   const loaded = await loadServedModel({
     dir: modelDir,
+    device,
+    loadFormat: opts.loadFormat,
     maxModelLen: opts.maxModelLen,
     threads: opts.threads,
     kvCacheGiB: opts.kvCacheMemory,
+    gpuMemoryUtilization: opts.gpuMemoryUtilization,
     blockSize: opts.blockSize,
     maxNumSeqs: opts.maxNumSeqs,
     maxNumBatchedTokens: opts.maxNumBatchedTokens,
@@ -67,6 +83,8 @@ export async function serve(modelDirArg: string | undefined, opts: ServeOptions)
     codeWeights: opts.weightCoding,
     onProgress: (done, total) => progress.update(done, total),
   }).finally(() => progress.stop());
+  for (const note of loaded.notes) console.log(`note: ${note}`);
+  console.log(describeDevice(loaded, opts.threads));
   console.log(describeKvPlan(loaded.kv, loaded.maxModelLen));
   const coded = loaded.codedWeights;
   if (coded.matrices > 0) {
@@ -140,6 +158,26 @@ export async function serve(modelDirArg: string | undefined, opts: ServeOptions)
   );
 }
 
+/** The start-up log's device line: where the model runs, its memory, and the weights' size on it. */
+export function describeDevice(loaded: Pick<LoadedModel, 'device' | 'loadFormat'>, threads: number): string {
+  const d = loaded.device;
+  const random = loaded.loadFormat === 'dummy' ? ', random (--load-format dummy)' : '';
+  if (d.backend === 'cuda') {
+    const mem = d.memory ? `: ${gib(d.memory.totalBytes)} GiB total, ${gib(d.memory.freeBytes)} GiB free after load` : '';
+    return `device: ${d.name}${mem}; weights ${gib(d.weightBytes)} GiB on the device${random}`;
+  }
+  const where = loaded.loadFormat === 'dummy' ? 'in RAM' : 'memory-mapped safetensors';
+  return `device: ${d.name}, ${plural(threads, 'thread')}; weights ${gib(d.weightBytes)} GiB${random}, ${where}`;
+}
+
+function plural(n: number, word: string): string {
+  return `${n} ${word}${n === 1 ? '' : 's'}`;
+}
+
+function gib(bytes: number): string {
+  return (bytes / 2 ** 30).toFixed(2);
+}
+
 export function serveCommand(): Command {
   return new Command('serve')
     .description('serve a Qwen3-MoE checkpoint (Hugging Face layout) over the OpenAI API; without MODEL_DIR, a generated demo model')
@@ -149,8 +187,24 @@ export function serveCommand(): Command {
     .option('--served-model-name <names...>', 'model name(s) the API answers to (default: the directory name)')
     .addOption(new Option('--api-key <key>', 'require `Authorization: Bearer <key>` on /v1 routes').env('MOESERVE_API_KEY'))
     .option('--max-model-len <tokens>', "context length (default: config.json's max_position_embeddings)", intArg(2))
-    .option('--threads <n>', 'CPU threads for the model', intArg(1), os.availableParallelism())
-    .option('--kv-cache-memory <GiB>', 'memory for the paged KV cache, in GiB (default: a share of the free memory, logged at start)', positiveNumberArg)
+    .option('--device <device>', "where the model runs: 'cuda' (an NVIDIA GPU), 'cpu', or 'auto': the GPU when CUDA is usable here (see `moeserve info`)", choiceArg(DEVICE_CHOICES), 'auto')
+    .option(
+      '--load-format <format>',
+      "'auto'/'safetensors': the checkpoint's *.safetensors; 'dummy': random weights of config.json's shapes (no weight files needed)",
+      choiceArg(['auto', 'safetensors', 'dummy'] as const),
+      'auto',
+    )
+    .option('--threads <n>', 'CPU threads for the model (with --device cuda: host threads for loading)', intArg(1), os.availableParallelism())
+    .option(
+      '--kv-cache-memory <GiB>',
+      'memory for the paged KV cache, in GiB, on either device (default: CPU, a share of the free memory; CUDA, what --gpu-memory-utilization leaves; logged at start)',
+      positiveNumberArg,
+    )
+    .option(
+      '--gpu-memory-utilization <share>',
+      `CUDA: the share of the GPU's memory for the weights, workspace and KV cache, in (0, 1] (default ${DEFAULT_GPU_MEMORY_UTILIZATION}; ignored on the CPU)`,
+      fractionArg,
+    )
     .option('--block-size <tokens>', 'tokens per KV cache block', intArg(1), DEFAULT_BLOCK_SIZE)
     .option('--max-num-seqs <n>', 'most sequences in one step (the running batch)', intArg(1), DEFAULT_MAX_NUM_SEQS)
     .option(

@@ -74,6 +74,14 @@ class LlmEngine implements LlmEngineHandle {
           `${model.kvBlocks} (${model.kvBlocks * model.blockSize} tokens): lower max-model-len or give the KV cache more memory`,
       );
     }
+    const maxNumBatchedTokens = o.maxNumBatchedTokens ?? DEFAULT_MAX_NUM_BATCHED_TOKENS;
+    // The backend's workspace was sized at load for model.maxNumBatchedTokens tokens per step; a larger step is rejected there.
+    if (maxNumBatchedTokens > model.maxNumBatchedTokens) {
+      throw new Error(
+        `max-num-batched-tokens ${maxNumBatchedTokens} is more than the model was loaded for: its workspace holds ${model.maxNumBatchedTokens} ` +
+          `tokens per step (LoadOptions.maxNumBatchedTokens); load it with maxNumBatchedTokens >= ${maxNumBatchedTokens} or lower max-num-batched-tokens`,
+      );
+    }
     this.model = model;
     this.maxModelLen = o.maxModelLen;
     this.eosTokenIds = [...o.eosTokenIds];
@@ -82,7 +90,7 @@ class LlmEngine implements LlmEngineHandle {
     this.blocks = new BlockManager({ numBlocks: model.kvBlocks, blockSize: model.blockSize, enablePrefixCaching: o.enablePrefixCaching ?? true });
     this.scheduler = new Scheduler(this.blocks, {
       maxNumSeqs: o.maxNumSeqs ?? DEFAULT_MAX_NUM_SEQS,
-      maxNumBatchedTokens: o.maxNumBatchedTokens ?? DEFAULT_MAX_NUM_BATCHED_TOKENS,
+      maxNumBatchedTokens,
     });
     this.loop = this.run();
   }

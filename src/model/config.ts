@@ -10,8 +10,10 @@ export { ConfigError, SUPPORTED_ARCHITECTURES } from './config-validate.ts';
 export interface ModelConfig {
   dir: string;
   native: NativeModelConfig;
-  /** Absolute paths of the safetensors files, from the index when sharded. */
+  /** Absolute paths of the safetensors files, from the index when sharded; empty for loadFormat 'dummy'. */
   files: string[];
+  /** 'dummy' (vLLM's --load-format dummy): random weights of the config's shapes, no safetensors needed. */
+  loadFormat: 'safetensors' | 'dummy';
   maxPositionEmbeddings: number;
   eosTokenIds: number[];
   /**
@@ -57,11 +59,17 @@ function safetensorsFiles(dir: string): string[] {
   const single = path.join(dir, 'model.safetensors');
   if (fs.existsSync(single)) return [single];
   const any = fs.readdirSync(dir).filter((f) => f.endsWith('.safetensors')).sort();
-  if (any.length === 0) throw new ConfigError(`${dir}: no safetensors weights (model.safetensors or model.safetensors.index.json)`);
+  if (any.length === 0) throw new ConfigError(`${dir}: no safetensors weights (model.safetensors or model.safetensors.index.json; --load-format dummy serves random weights of config.json's shapes)`);
   return any.map((f) => path.join(dir, f));
 }
 
-export function loadModelConfig(dirIn: string): ModelConfig {
+export interface LoadConfigOptions {
+  /** 'dummy': the directory needs only config.json (and the tokenizer files the server reads); default 'safetensors'. */
+  loadFormat?: 'safetensors' | 'dummy';
+}
+
+export function loadModelConfig(dirIn: string, options: LoadConfigOptions = {}): ModelConfig {
+  const loadFormat = options.loadFormat ?? 'safetensors';
   const dir = path.resolve(dirIn);
   if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) throw new ConfigError(`model directory ${dir} does not exist`);
   const file = path.join(dir, 'config.json');
@@ -97,7 +105,8 @@ export function loadModelConfig(dirIn: string): ModelConfig {
   return {
     dir,
     native,
-    files: safetensorsFiles(dir),
+    files: loadFormat === 'dummy' ? [] : safetensorsFiles(dir),
+    loadFormat,
     maxPositionEmbeddings: m.maxPositionEmbeddings,
     eosTokenIds: [...new Set(eosSources.flatMap((s) => s.ids))],
     eosSources,

@@ -27,13 +27,34 @@ export interface NativeModelConfig {
   ropeAttentionFactor: number;
 }
 
+export type BackendName = 'cpu' | 'cuda';
+
 export interface LoadOptions {
-  /** Absolute paths of every safetensors file of the checkpoint. */
+  /** Absolute paths of every safetensors file of the checkpoint (ignored, may be empty, for loadFormat 'dummy'). */
   files: string[];
   config: NativeModelConfig;
+  /** 'safetensors' (default): the files; 'dummy': the config's shapes filled with random bf16 weights where the backend keeps them. */
+  loadFormat?: 'safetensors' | 'dummy';
+  /** Which backend runs the model (default 'cpu'); 'cuda' rejects with the reason when it is not compiled in or not usable. */
+  backend?: BackendName;
+  /** CUDA device ordinal (default 0). */
+  device?: number;
+  /** CPU: worker threads. CUDA: host threads for load-time work. */
   threads: number;
-  /** Number of KV blocks in the pool and tokens per block. */
-  kvBlocks: number;
+  /**
+   * The most tokens one step may carry (the engine's max-num-batched-tokens; default 8192): the workspace is
+   * sized for it at load, and a larger step is rejected.
+   */
+  maxNumBatchedTokens?: number;
+  /**
+   * The KV pool, sized after the weights are placed, from exactly one of: kvBlocks (that many blocks),
+   * kvCacheBytes (as many blocks as fit), or, for a device backend only, gpuMemoryUtilization (the blocks that
+   * fit in this share of the device's memory less what the weights and workspace took, vLLM's meaning).
+   */
+  kvBlocks?: number;
+  kvCacheBytes?: number;
+  gpuMemoryUtilization?: number;
+  /** Tokens per KV block. */
   blockSize: number;
   /** Lock the weights in RAM (mlock) so that idle experts are never paged out; a failure is reported, not fatal. */
   mlock?: boolean;
@@ -42,19 +63,37 @@ export interface LoadOptions {
    * only where the kernel set reads it, today avx512bf16): a memory-bound decode step reads a quarter fewer bytes.
    */
   codeWeights?: boolean;
-  /** Called from the JS thread as weights are validated and paged in. */
+  /** CPU kernel set by name ('scalar' | 'avx2' | 'avx512' | 'avx512bf16'); default the best this CPU runs. */
+  cpuKernels?: string;
+  /** Called from the JS thread as weights are validated and paged in (CPU) or uploaded (CUDA). */
   onProgress?: (done: number, total: number) => void;
 }
 
 export interface BackendInfo {
-  name: 'cpu' | 'cuda';
+  name: BackendName;
   /** CPU: 'avx512bf16' | 'avx512' | 'avx2' | 'scalar'. */
   simd?: string;
   /** CPU: the kernel set in use ('avx512' | 'avx2' | 'scalar'; MOESERVE_SIMD may lower it). */
   kernels?: string;
   threads?: number;
+  /** Whether a model can run on it here. */
   available: boolean;
+  /** Why not, when not available. */
   detail?: string;
+  /** CUDA: whether this build has the CUDA backend, and the GPU architectures it was compiled for. */
+  compiled?: boolean;
+  archs?: string;
+  /** CUDA: the devices the driver reports. */
+  devices?: CudaDevice[];
+}
+
+export interface CudaDevice {
+  ordinal: number;
+  name: string;
+  /** Total device memory in bytes. */
+  memoryBytes: number;
+  /** Compute capability, e.g. '9.0'. */
+  computeCapability: string;
 }
 
 /**
@@ -142,6 +181,14 @@ export interface NativeModel {
   step(batch: StepBatch): Promise<StepResult>;
   /** Frees the KV pool and unmaps the weights; the model is unusable afterwards. */
   close(): void;
+  /** The backend running it: 'cpu/<kernel set>' or 'cuda/<device name>'. */
+  readonly backendName: string;
+  /** The device's memory after the weights, workspace and KV pool were placed (CUDA); undefined for the CPU. */
+  readonly deviceMemory: { name: string; totalBytes: number; freeBytes: number } | undefined;
+  /** Bytes of backend memory holding the weights (0 for the CPU, which reads the mapping in place). */
+  readonly weightDeviceBytes: number;
+  /** The most tokens one step may carry (LoadOptions.maxNumBatchedTokens). */
+  readonly maxNumBatchedTokens: number;
   readonly kvBlocks: number;
   readonly blockSize: number;
   /** Bytes of KV cache per token (all layers, K and V). */

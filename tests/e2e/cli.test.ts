@@ -4,7 +4,15 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import OpenAI from 'openai';
+import type { ChatCompletionCreateParamsNonStreaming } from 'openai/resources/chat/completions';
 import { afterAll, describe, expect, it } from 'vitest';
+import { cudaUsable } from '../../src/cli/device.ts';
+import { loadAddon } from '../../src/native/load-addon.ts';
+import type { BackendInfo } from '../../src/native/addon-types.ts';
+import { makeTempDir, removeTempDir } from '../helpers/model-fixtures.ts';
+import { startServeProcess, type ServeProcess } from '../helpers/serve-process.ts';
+import { tinyModelDir } from '../helpers/tiny-server.ts';
 
 const root = path.resolve(import.meta.dirname, '../..');
 const bin = path.join(root, 'bin/moeserve.js');
@@ -93,6 +101,130 @@ describe('moeserve CLI', () => {
       expect(await exited).toBe(0);
     } finally {
       if (child.exitCode === null) child.kill('SIGKILL');
+    }
+  });
+});
+
+// --device, --gpu-memory-utilization, --load-format (issue 12), on the tiny test model. What CUDA does here
+// depends on the addon: on a machine without a usable GPU (CI) `--device cuda` must fail and auto pick the CPU.
+const backends: BackendInfo[] = loadAddon().backends();
+const gpu = cudaUsable(backends);
+/** Small and quick: one thread, a few MiB of KV, one tokenizer worker. */
+const QUICK = ['--threads', '1', '--max-model-len', '512', '--kv-cache-memory', '0.01', '--tokenizer-workers', '1'];
+
+/** Waits for SIGINT to shut the server down cleanly. */
+async function stop(s: ServeProcess): Promise<void> {
+  try {
+    s.child.kill('SIGINT');
+    expect(await s.exited).toBe(0);
+  } finally {
+    s.kill();
+  }
+}
+
+describe('moeserve CLI: devices and load formats', () => {
+  it('info --json reports backends.cuda as the addon gives it (compiled, archs, usable and why not, devices); info prints the same', async () => {
+    const { stdout, code } = await moeserve('info', '--json');
+    expect(code).toBe(0);
+    const info = JSON.parse(stdout) as { backends: BackendInfo[] };
+    const cuda = info.backends.find((b) => b.name === 'cuda');
+    expect(cuda).toBeDefined();
+    expect(typeof cuda!.compiled).toBe('boolean');
+    expect(typeof cuda!.available).toBe('boolean');
+    expect(cuda!.available).toBe(gpu);
+    if (cuda!.compiled) expect(cuda!.archs).toMatch(/\S/);
+    if (!cuda!.available) expect(cuda!.detail).toMatch(/\S/);
+    for (const d of cuda!.devices ?? []) {
+      expect(d).toMatchObject({ ordinal: expect.any(Number), name: expect.stringMatching(/\S/), computeCapability: expect.stringMatching(/^\d+\.\d+$/) });
+      expect(d.memoryBytes).toBeGreaterThan(0);
+    }
+    const human = await moeserve('info');
+    expect(human.code).toBe(0);
+    expect(human.stdout).toMatch(new RegExp(`^  cuda: ${cuda!.available ? 'available' : 'not available: .+'}$`, 'm'));
+    expect(human.stdout).toMatch(new RegExp(`^    compiled in: ${cuda!.compiled ? 'yes' : 'no'}`, 'm'));
+    for (const d of cuda!.devices ?? []) expect(human.stdout).toContain(`device ${d.ordinal}: ${d.name}, `);
+  });
+
+  it.skipIf(gpu)('serve --device cuda without a usable GPU exits 1 saying that CUDA is not compiled in or not usable, without a stack trace', async () => {
+    const dir = await tinyModelDir();
+    const r = await moeserve('serve', dir, '--device', 'cuda', ...QUICK);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/^moeserve: --device cuda: CUDA is (not compiled into this build of moeserve|compiled in \(.*\) but not usable here): .+--device cpu\n$/);
+    expect(r.stderr).not.toMatch(/^\s+at /m);
+    // It fails before reading the model.
+    expect(r.stdout).toBe('');
+  });
+
+  it('bad --device, --gpu-memory-utilization and --load-format values are usage errors', async () => {
+    const dir = await tinyModelDir();
+    const cases = [
+      ['--device', 'tpu', /--device.*expected one of auto, cpu, cuda/],
+      ['--gpu-memory-utilization', '1.5', /--gpu-memory-utilization.*expected a number in \(0, 1\]/],
+      ['--load-format', 'pt', /--load-format.*expected one of auto, safetensors, dummy/],
+    ] as const;
+    const results = await Promise.all(cases.map(([flag, value]) => moeserve('serve', dir, flag, value)));
+    results.forEach((r, i) => {
+      expect(r.code, cases[i].join(' ')).not.toBe(0);
+      expect(r.stderr).toMatch(cases[i][2]);
+    });
+  });
+
+  it('--device cpu serves; the log names the device, the weights and the KV pool, and notes that --gpu-memory-utilization does nothing there', async () => {
+    const dir = await tinyModelDir();
+    const cpuKernels = backends.find((b) => b.name === 'cpu')!.kernels;
+    const s = await startServeProcess(dir, ['--device', 'cpu', '--gpu-memory-utilization', '0.5', ...QUICK]);
+    try {
+      const res = await fetch(`${s.origin}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ messages: [{ role: 'user', content: 'hi' }], max_tokens: 3, ignore_eos: true }),
+      });
+      expect(res.status).toBe(200);
+      expect(await res.json()).toMatchObject({ usage: { completion_tokens: 3 } });
+      const out = s.output();
+      expect(out).toMatch(/^loading .+ on the CPU, 1 thread$/m);
+      expect(out).toContain('note: --gpu-memory-utilization 0.5 is ignored on the CPU');
+      expect(out).toMatch(new RegExp(`^device: cpu/${cpuKernels}, 1 thread; weights \\d+\\.\\d\\d GiB, memory-mapped safetensors$`, 'm'));
+      // blocks, tokens, bytes per token (f32 K and V on the CPU: 2 layers × 2 × 1 kv head × 16 × 4), longest context
+      expect(out).toMatch(/^KV cache: 0\.01 GiB \(--kv-cache-memory\), 2621 blocks of 16 tokens, 41936 tokens \(256 bytes per token\); longest context that fits: 41936 tokens/m);
+    } finally {
+      await stop(s);
+    }
+  });
+
+  it('--load-format dummy (with --device auto) serves a model directory of config.json and tokenizer files only, through the openai client', async () => {
+    const src = await tinyModelDir();
+    const dir = makeTempDir('dummy-model');
+    try {
+      for (const f of ['config.json', 'tokenizer.json', 'tokenizer_config.json']) fs.copyFileSync(path.join(src, f), path.join(dir, f));
+      expect(fs.readdirSync(dir).filter((f) => f.includes('safetensors'))).toEqual([]);
+      // Without the flag the directory is no checkpoint, and the error says what to pass.
+      const missing = await moeserve('serve', dir, ...QUICK);
+      expect(missing.code).toBe(1);
+      expect(missing.stderr).toMatch(/no safetensors weights .*--load-format dummy/);
+      // --device auto: the GPU where CUDA is usable, the CPU here.
+      const s = await startServeProcess(dir, ['--load-format', 'dummy', '--device', 'auto', '--served-model-name', 'dummy', ...QUICK]);
+      try {
+        const out = s.output();
+        expect(out).toMatch(new RegExp(`^loading .+ on ${gpu ? 'CUDA' : 'the CPU'} \\(--device auto\\), .*random weights of config\\.json's shapes \\(--load-format dummy\\)$`, 'm'));
+        if (gpu) {
+          expect(out).toMatch(/^device: cuda\/.+: \d+\.\d\d GiB total, \d+\.\d\d GiB free after load; weights \d+\.\d\d GiB on the device, random \(--load-format dummy\)$/m);
+        } else {
+          expect(out).toMatch(/^device: cpu\/\w+, 1 thread; weights \d+\.\d\d GiB, random \(--load-format dummy\), in RAM$/m);
+        }
+        expect(out).toMatch(/^KV cache: 0\.01 GiB \(--kv-cache-memory\), \d+ blocks of 16 tokens/m);
+        const client = new OpenAI({ baseURL: `${s.origin}/v1`, apiKey: 'unused', maxRetries: 0, timeout: 30_000 });
+        const body = { model: 'dummy', messages: [{ role: 'user' as const, content: 'hello' }], max_tokens: 5, ignore_eos: true };
+        const completion = await client.chat.completions.create(body as ChatCompletionCreateParamsNonStreaming);
+        expect(completion.model).toBe('dummy');
+        expect(completion.usage?.completion_tokens).toBe(5);
+        expect(completion.choices[0].finish_reason).toBe('length');
+        expect(completion.choices[0].message.content).toEqual(expect.any(String));
+      } finally {
+        await stop(s);
+      }
+    } finally {
+      removeTempDir(dir);
     }
   });
 });

@@ -98,6 +98,9 @@ export function reference(prompt: number[], o: { maxTokens: number; temperature:
 }
 
 export class FakeModel implements NativeModel {
+  readonly backendName = 'fake';
+  readonly deviceMemory = undefined;
+  readonly weightDeviceBytes = 0;
   readonly kvBytesPerToken = 4;
   readonly weightBytes = 0;
   readonly weightsLocked = false;
@@ -113,7 +116,8 @@ export class FakeModel implements NativeModel {
   closed = false;
   private inFlight = false;
 
-  constructor(readonly kvBlocks: number, readonly blockSize: number) {
+  /** maxNumBatchedTokens: what the workspace was sized for at load (the native default, 8192, unless told). */
+  constructor(readonly kvBlocks: number, readonly blockSize: number, readonly maxNumBatchedTokens = 8192) {
     this.kv = new Int32Array(kvBlocks * blockSize).fill(-1);
   }
 

@@ -274,6 +274,12 @@ describe('engine with a fake model', () => {
     expect(() => createEngine({ model, maxModelLen: 64, eosTokenIds: [], vocabSize: VOCAB, maxNumSeqs: 10, maxNumBatchedTokens: 5 })).toThrow(
       /maxNumBatchedTokens/,
     );
+    // A step budget larger than the workspace the model was loaded for: refused naming both sizes and the fix.
+    const sized = new FakeModel(64, 16, 512);
+    expect(() => createEngine({ model: sized, maxModelLen: 64, eosTokenIds: [], vocabSize: VOCAB, maxNumBatchedTokens: 513 })).toThrow(
+      /max-num-batched-tokens 513 is more than the model was loaded for: its workspace holds 512 tokens per step.*maxNumBatchedTokens >= 513 or lower max-num-batched-tokens/,
+    );
+    expect(() => createEngine({ model: sized, maxModelLen: 64, eosTokenIds: [], vocabSize: VOCAB, maxNumBatchedTokens: 512 }).close()).not.toThrow();
   });
 
   it('close() ends pending requests with abort and rejects new ones', async () => {

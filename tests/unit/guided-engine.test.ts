@@ -22,6 +22,10 @@ class MaskingModel implements NativeModel {
   get weightsLocked() { return this.inner.weightsLocked; }
   get lockError() { return this.inner.lockError; }
   get codedWeights() { return this.inner.codedWeights; }
+  get backendName() { return this.inner.backendName; }
+  get deviceMemory() { return this.inner.deviceMemory; }
+  get weightDeviceBytes() { return this.inner.weightDeviceBytes; }
+  get maxNumBatchedTokens() { return this.inner.maxNumBatchedTokens; }
   close() { this.inner.close(); }
   async step(b: StepBatch): Promise<StepResult> {
     this.batches.push(b);
