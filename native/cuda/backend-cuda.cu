@@ -249,9 +249,7 @@ void CudaBackend::sample(const Buffer& x, const LogitRows& rows, const StepInput
     CUDA_CHECK_OP(op, cudaMemcpyAsync(logit_rows_dev_, logit_rows_host_, cn * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
     CUDA_CHECK_OP(op, cudaEventRecord(rows_copied_, stream_));
     launch_rmsnorm(x.f32(), x.cols, logit_rows_dev_, final_norm_, cn, cfg_.hidden, cfg_.rms_eps, norm_rows_, cfg_.hidden, stream_);
-    GemmArgs g = gemm_args(norm_rows_, cfg_.hidden, lm_head_, cn, cfg_.vocab, cfg_.hidden, logits_, cfg_.vocab);
-    g.split_a = true;
-    launch_gemm(g, "sample (lm_head)", stream_);
+    launch_gemm(gemm_args(norm_rows_, cfg_.hidden, lm_head_, cn, cfg_.vocab, cfg_.hidden, logits_, cfg_.vocab), "sample (lm_head)", stream_);
     sampler_->run(logits_, cn, rows, c0, in, out, stream_);
   }
 }

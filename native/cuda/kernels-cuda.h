@@ -70,9 +70,11 @@ struct GemmArgs {
   const int32_t* a_row_map = nullptr;  // row r of the GEMM reads A row a_row_map[r] (null: row r)
   const bf16* B0 = nullptr;
   const bf16* B1 = nullptr;  // non-null: C = silu(A·B0ᵀ) · (A·B1ᵀ) (gate and up of an MLP)
-  // A as a hi + lo pair of bf16 (two MMAs per step): ~16 mantissa bits of the fp32 activations instead of 8, for
-  // lm_head, where sampled tokens and logprobs should track the CPU's fp32 (the weights are bf16 exactly).
-  bool split_a = false;
+  // A as a hi + lo pair of bf16 (two MMAs per step): ~16 mantissa bits of the fp32 activations instead of 8, so
+  // that logprobs track the CPU's fp32 math (the weights are bf16 exactly) as the CPU's avx512bf16 GEMM does.
+  // gemm_args sets it for every GEMM (correct first); plain bf16 activations are the speed work's choice to make
+  // once their end-to-end logprob gap is measured on a GPU.
+  bool split_a = true;
   int64_t b_expert_stride = 0;
   int M = 0, N = 0, K = 0;
   const int4* tiles = nullptr;  // grouped: the tile list, and its length on the device
