@@ -296,7 +296,9 @@ __device__ int nth_id_at_key(const Draw& D, const CandSet& S, uint32_t tau, int 
   __syncthreads();
   const int id = sh.misc[0];
   __syncthreads();
-  return id;
+  // Only NaN logits (keys no member has) find nothing: the set's last member keeps the draw a valid id
+  // (uniform branch: every thread read the same id).
+  return id >= 0 ? id : last_of_set(D, S, sh);
 }
 
 // Composite key of the k-th best member of S (1 ≤ k ≤ |S|): an 8-bit radix select on counts.
