@@ -47,6 +47,24 @@ const SPECS: Record<string, GuideSpec> = {
       required: ['user', 'tags', 'role', 'score'],
     },
   },
+  'formats, patterns (zod)': {
+    kind: 'json',
+    param: 'bench',
+    schema: {
+      type: 'object',
+      properties: {
+        id: { type: 'string', format: 'uuid' },
+        day: { type: 'string', format: 'date' },
+        ip: { type: 'string', format: 'ipv4' },
+        code: { type: 'string', pattern: '^[A-Z]{3}-\\d{4}$' },
+        sku: { type: 'string', pattern: '^[A-Z0-9-]+$', minLength: 3, maxLength: 12 },
+        ratio: { type: 'number', minimum: 0.5, maximum: 10.25 },
+        tags: { type: 'array', items: { enum: ['a', 'b', 'c'] }, uniqueItems: true },
+      },
+      required: ['id', 'day', 'ip', 'code', 'sku', 'ratio', 'tags'],
+      additionalProperties: false,
+    },
+  },
   'json_object (any object)': { kind: 'json', param: 'bench', schema: null },
   'tool calls (2 tools)': {
     kind: 'tool_calls',

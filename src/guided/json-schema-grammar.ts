@@ -13,7 +13,9 @@
 // integer digits and 15 fraction digits; bounded numbers have integral bounds and no exponent.
 import { RequestError } from '../engine/types.ts';
 import { alt, lit, repeat, seq } from './ebnf.ts';
-import { integerRange, numberRange, UNBOUNDED_INTEGER, UNBOUNDED_NUMBER, type Bound } from './number-ranges.ts';
+import { FORMAT_PATTERNS, INTEGER_FORMAT_BOUNDS, KNOWN_PATTERNS } from './json-schema-formats.ts';
+import { PatternError, patternGrammar } from './json-schema-pattern.ts';
+import { decimalRange, integerRange, numberRange, toDecimal, UNBOUNDED_INTEGER, UNBOUNDED_NUMBER, type Bound } from './number-ranges.ts';
 
 type Json = Record<string, unknown>;
 const isObject = (v: unknown): v is Json => v !== null && typeof v === 'object' && !Array.isArray(v);
@@ -22,15 +24,13 @@ const isObject = (v: unknown): v is Json => v !== null && typeof v === 'object' 
 const ANNOTATIONS = new Set([
   'title', 'description', 'default', 'examples', 'example', '$schema', '$id', '$comment', 'deprecated', 'readOnly',
   'writeOnly', 'contentEncoding', 'contentMediaType', 'discriminator', 'strict', '$anchor',
-  // format is an annotation by default in JSON Schema 2020-12; we do not restrict strings by it.
-  'format',
   // OpenAPI's nullable: true only widens; generating non-null values stays valid.
   'nullable',
 ]);
 const CONSTRAINTS = new Set([
   'type', 'properties', 'required', 'additionalProperties', 'items', 'prefixItems', 'minItems', 'maxItems', 'minLength',
   'maxLength', 'minimum', 'maximum', 'exclusiveMinimum', 'exclusiveMaximum', 'enum', 'const', 'anyOf', 'oneOf', 'allOf',
-  '$ref', '$defs', 'definitions', 'unevaluatedProperties', 'uniqueItems',
+  '$ref', '$defs', 'definitions', 'unevaluatedProperties', 'uniqueItems', 'pattern', 'format', 'propertyNames',
 ]);
 const TYPES = ['string', 'number', 'integer', 'boolean', 'null', 'object', 'array'] as const;
 type JsonType = (typeof TYPES)[number];
@@ -40,9 +40,12 @@ const MAX_SCHEMA_NODES = 500;
 const MAX_DEPTH = 32;
 /**
  * Each bound on a string's length costs a grammar rule per character, and xgrammar precomputes
- * every rule over the whole vocabulary (~60 ms each in WASM), so bounds stay small.
+ * every rule over the whole vocabulary (15-40 ms each in WASM), so bounds stay moderate. (xgrammar's
+ * own {n,m} repetition is no cheaper: [^"]{0,500} compiles in ~10 s and its masks cost ~1-20 ms.)
  */
-const MAX_LENGTH_BOUND = 32;
+export const MAX_LENGTH_BOUND = 128;
+/** uniqueItems over a finite set of values: the most values (their arrays are written in schema order). */
+export const MAX_UNIQUE_VALUES = 16;
 const CHAR = '[^\\0-\\x1f"\\\\]';
 const LOOKAHEAD = ' (= [,}\\]:])';
 const MAX_ITEMS_BOUND = 1000;
@@ -115,16 +118,21 @@ export class GrammarBuilder {
   }
 
   /** A JSON string of min..max characters (an escape counts as one), max finite or Infinity. */
-  boundedString(min: number, max: number, nested: boolean): string {
+  boundedString(min: number, max: number, nested: boolean, char?: { ebnf: string; key: string }): string {
     const esc = this.escape;
-    const suffix = nested ? '' : '_root';
+    const suffix = (nested ? '' : '_root') + (char ? `_${char.key}` : '');
     const la = nested ? LOOKAHEAD : '';
+    // One character then `next`: any string character, or one of `char` (a pattern's class).
+    const one = (next: string) => (char ? `(${char.ebnf}) ${next}` : `${CHAR} ${next} | "\\\\" ${esc} ${next}`);
     // upTo(k): at most k more characters, then the closing quote.
     const upTo = (k: number): string => {
-      if (k === Infinity) return this.stringRest(nested);
+      if (k === Infinity) {
+        if (!char) return this.stringRest(nested);
+        return this.basic(`str_rest${suffix}`, () => `("\\"" | ${one(`str_rest${suffix}`)})${la}`);
+      }
       for (let i = 0; i <= k; i++) {
         const prev = `str_upto_${i - 1}${suffix}`;
-        this.basic(`str_upto_${i}${suffix}`, () => (i === 0 ? `"\\""${la}` : `("\\"" | ${CHAR} ${prev} | "\\\\" ${esc} ${prev})${la}`));
+        this.basic(`str_upto_${i}${suffix}`, () => (i === 0 ? `"\\""${la}` : `("\\"" | ${one(prev)})${la}`));
       }
       return `str_upto_${k}${suffix}`;
     };
@@ -132,7 +140,7 @@ export class GrammarBuilder {
     let rest = tail;
     for (let i = 1; i <= min; i++) {
       const prev = rest;
-      rest = this.basic(`str_min_${i}_${tail}`, () => `(${CHAR} ${prev} | "\\\\" ${esc} ${prev})`);
+      rest = this.basic(`str_min_${i}_${tail}`, () => `(${one(prev)})`);
     }
     return `("\\"" ${rest})`;
   }
@@ -141,6 +149,25 @@ export class GrammarBuilder {
   private get escape(): string {
     const hex = '[0-9a-fA-F]';
     return this.basic('json_escape', () => `["\\\\/bfnrt] | "u" ([0-9a-cA-Ce-fE-F] ${hex} ${hex} ${hex} | [dD] [0-7] ${hex} ${hex})`);
+  }
+
+  /** Any one character of a string's JSON text. */
+  get anyChar(): string {
+    const esc = this.escape;
+    return this.basic('json_char', () => `${CHAR} | "\\\\" (${esc})`);
+  }
+
+  /** A string whose text between the quotes is `body` (a pattern or format). */
+  patternString(body: string, nested: boolean): string {
+    return this.rule('pattern_string', `("\\"" ${body} "\\"")${nested ? LOOKAHEAD : ''}`);
+  }
+
+  private readonly classKeys = new Map<string, string>();
+  /** A short name for a character class's EBNF (rule names must differ per class). */
+  classKey(ebnf: string): string {
+    let key = this.classKeys.get(ebnf);
+    if (key === undefined) this.classKeys.set(ebnf, (key = `c${this.classKeys.size}`));
+    return key;
   }
 
   /** Any JSON value (nested: inside a container). */
@@ -234,11 +261,11 @@ class SchemaConverter {
         this.fail(path, `uses '${key}', which guided decoding does not support`);
       }
     }
-    if (s.uniqueItems === true) this.fail(path, "uses 'uniqueItems', which guided decoding does not support");
     if (s.unevaluatedProperties !== undefined && s.unevaluatedProperties !== false) {
       this.fail(path, "uses 'unevaluatedProperties' other than false, which guided decoding does not support");
     }
     const constraints = Object.keys(s).filter((k) => CONSTRAINTS.has(k) && !['$defs', 'definitions', 'uniqueItems', 'unevaluatedProperties'].includes(k));
+    if (s.uniqueItems !== undefined && typeof s.uniqueItems !== 'boolean') this.fail(`${path}/uniqueItems`, 'must be a boolean');
     const only = (key: string, allowed: string[] = []) => {
       const others = constraints.filter((k) => k !== key && !allowed.includes(k));
       if (others.length > 0) this.fail(path, `combines '${key}' with '${others.join("', '")}', which guided decoding does not support`);
@@ -291,9 +318,9 @@ class SchemaConverter {
   private inferTypes(s: Json): JsonType[] | null {
     const has = (...keys: string[]) => keys.some((k) => s[k] !== undefined);
     const types: JsonType[] = [];
-    if (has('properties', 'required', 'additionalProperties')) types.push('object');
-    if (has('items', 'prefixItems', 'minItems', 'maxItems')) types.push('array');
-    if (has('minLength', 'maxLength')) types.push('string');
+    if (has('properties', 'required', 'additionalProperties', 'propertyNames')) types.push('object');
+    if (has('items', 'prefixItems', 'minItems', 'maxItems') || s.uniqueItems === true) types.push('array');
+    if (has('minLength', 'maxLength', 'pattern', 'format')) types.push('string');
     if (has('minimum', 'maximum', 'exclusiveMinimum', 'exclusiveMaximum')) types.push('number');
     return types.length > 0 ? types : null;
   }
@@ -309,20 +336,60 @@ class SchemaConverter {
     return new Set(list);
   }
 
-  /** oneOf is generated as anyOf: allowed only where no value can match two branches. */
-  private checkDisjoint(branches: unknown[], path: string): void {
-    const seen = new Set<JsonType>();
-    branches.forEach((b, i) => {
-      const types = this.producedTypes(b);
-      if (types === null) this.fail(`${path}/${i}`, "needs a 'type', 'enum' or 'const' (oneOf branches must be told apart by type)");
-      const numeric = types.has('number') || types.has('integer');
-      for (const t of types) {
-        if (seen.has(t) || (numeric && (seen.has('number') || seen.has('integer')))) {
-          this.fail(path, 'has branches that can match the same value (only oneOf branches of distinct types are supported)');
+  /** The schema a $ref chain ends at (as written, when it is not a plain reference). */
+  private deref(s: unknown, depth = 0): unknown {
+    return isObject(s) && typeof s.$ref === 'string' && depth < 20 ? this.deref(this.resolve(s.$ref, ''), depth + 1) : s;
+  }
+
+  /**
+   * The values a required property's const/enum allows, per object branch: a discriminator that
+   * tells the branches apart (z.discriminatedUnion, pydantic's discriminated unions).
+   */
+  private discriminated(branches: unknown[]): boolean {
+    const objects = branches.map((b) => this.deref(b));
+    if (!objects.every((o) => isObject(o) && isObject(o.properties) && Array.isArray(o.required))) return false;
+    const first = objects[0] as Json;
+    const valuesOf = (o: Json, name: string): unknown[] | null => {
+      if (!(o.required as unknown[]).includes(name)) return null;
+      const p = this.deref((o.properties as Json)[name]);
+      if (!isObject(p)) return null;
+      if (p.const !== undefined) return [p.const];
+      return Array.isArray(p.enum) ? p.enum : null;
+    };
+    return Object.keys(first.properties as Json).some((name) => {
+      const seen = new Set<string>();
+      for (const o of objects) {
+        const values = valuesOf(o as Json, name);
+        if (values === null) return false;
+        for (const v of values) {
+          const key = compactJson(v);
+          if (seen.has(key)) return false;
+          seen.add(key);
         }
       }
-      types.forEach((t) => seen.add(t));
+      return true;
     });
+  }
+
+  /**
+   * oneOf is generated as anyOf: allowed only where no value can match two branches: branches of
+   * distinct types, and object branches told apart by a required const (or enum) property.
+   */
+  private checkDisjoint(branches: unknown[], path: string): void {
+    const byType = new Map<JsonType, number[]>();
+    branches.forEach((b, i) => {
+      const types = this.producedTypes(b);
+      if (types === null) this.fail(`${path}/${i}`, "needs a 'type', 'enum' or 'const' (oneOf branches must be told apart by type or by a const property)");
+      for (const t of types) {
+        const key = t === 'integer' ? 'number' : t;
+        byType.set(key, [...(byType.get(key) ?? []), i]);
+      }
+    });
+    for (const [type, indices] of byType) {
+      if (indices.length < 2) continue;
+      if (type === 'object' && this.discriminated(indices.map((i) => branches[i]))) continue;
+      this.fail(path, `has branches that can match the same value (${indices.map((i) => `${i}`).join(', ')}): oneOf needs branches of distinct types, or objects told apart by a required property's const`);
+    }
   }
 
   private resolve(ref: unknown, path: string): unknown {
@@ -375,11 +442,73 @@ class SchemaConverter {
   }
 
   private stringType(s: Json, path: string, nested: boolean): string {
+    const shaped = this.shapedString(s, path);
+    const lengthOf = (key: string) => {
+      const v = s[key];
+      if (v === undefined) return undefined;
+      if (typeof v !== 'number' || !Number.isInteger(v) || v < 0) this.fail(`${path}/${key}`, 'must be a non-negative integer');
+      return v;
+    };
+    if (shaped !== null) {
+      // A pattern or format with length bounds: accepted when its own lengths lie within them, or
+      // when the pattern is one class repeated (^[A-Z0-9-]+$): a bounded string of that class.
+      const min = lengthOf('minLength') ?? 0;
+      const max = lengthOf('maxLength') ?? Infinity;
+      if (shaped.repeated !== undefined && (min > shaped.minLength || max < shaped.maxLength)) {
+        const lo = Math.max(min, shaped.minLength);
+        const hi = Math.min(max, shaped.maxLength);
+        for (const [key, v] of [['minLength', lo], ['maxLength', hi]] as const) {
+          if (v !== Infinity && v > MAX_LENGTH_BOUND) this.fail(`${path}/${key}`, `is above ${MAX_LENGTH_BOUND}, the largest guided decoding supports`);
+        }
+        if (lo > hi) this.fail(path, 'admits no string (its pattern and length bounds conflict)');
+        return this.g.boundedString(lo, hi, nested, { ebnf: shaped.repeated, key: this.g.classKey(shaped.repeated) });
+      }
+      for (const [key, ok] of [['minLength', shaped.minLength >= min], ['maxLength', shaped.maxLength <= max]] as const) {
+        if (!ok) {
+          this.fail(
+            `${path}/${key}`,
+            `combines '${key}' with '${shaped.keyword}', which guided decoding does not support (the ${shaped.keyword} allows ${shaped.minLength} to ${shaped.maxLength === Infinity ? 'any number of' : shaped.maxLength} characters)`,
+          );
+        }
+      }
+      return this.g.patternString(shaped.body, nested);
+    }
     const min = this.count(s, 'minLength', path, MAX_LENGTH_BOUND) ?? 0;
     const max = this.count(s, 'maxLength', path, MAX_LENGTH_BOUND) ?? Infinity;
     if (min > max) this.fail(path, 'has minLength above maxLength');
     if (min === 0 && max === Infinity) return this.g.string(nested);
     return this.g.boundedString(min, max, nested);
+  }
+
+  /**
+   * The grammar of a string constrained by `pattern` and/or an enforced `format` (null: neither).
+   * With both, the pattern is enforced (zod writes its own regex of the format as the pattern),
+   * except known lookaround patterns that stand for a format (zod's email regex).
+   */
+  private shapedString(s: Json, path: string): { body: string; minLength: number; maxLength: number; repeated?: string; keyword: string } | null {
+    let pattern = s.pattern;
+    let format = s.format;
+    if (pattern !== undefined && typeof pattern !== 'string') this.fail(`${path}/pattern`, 'must be a string');
+    if (format !== undefined && typeof format !== 'string') this.fail(`${path}/format`, 'must be a string');
+    if (typeof pattern === 'string' && KNOWN_PATTERNS[pattern] !== undefined) {
+      const known = KNOWN_PATTERNS[pattern];
+      if ('format' in known) {
+        if (format !== undefined && format !== known.format) this.fail(`${path}/pattern`, `uses a lookaround, which guided decoding does not support`);
+        [pattern, format] = [undefined, known.format];
+      } else pattern = known.pattern;
+    }
+    if (typeof pattern === 'string') {
+      try {
+        return { ...patternGrammar(pattern, this.g.anyChar), keyword: 'pattern' };
+      } catch (e) {
+        if (e instanceof PatternError) this.fail(`${path}/pattern`, e.message);
+        throw e;
+      }
+    }
+    if (typeof format === 'string' && FORMAT_PATTERNS[format] !== undefined) {
+      return { ...patternGrammar(FORMAT_PATTERNS[format], this.g.anyChar, true), keyword: 'format' };
+    }
+    return null;
   }
 
   private bounds(s: Json, path: string, integral: boolean): { lo: Bound | null; hi: Bound | null } {
@@ -402,7 +531,7 @@ class SchemaConverter {
     const toBound = (b: { v: number; exclusive: boolean; key: string } | null, lower: boolean): Bound | null => {
       if (b === null) return null;
       if (Number.isInteger(b.v)) return { value: BigInt(b.v), exclusive: b.exclusive };
-      if (!integral) this.fail(`${path}/${b.key}`, "is not an integer: guided decoding supports only integral bounds on 'number'");
+      if (!integral) return null; // numberType handles fractional bounds
       // For integers a fractional bound equals an inclusive integral one: ceil below, floor above.
       return { value: BigInt(lower ? Math.ceil(b.v) : Math.floor(b.v)), exclusive: false };
     };
@@ -414,13 +543,22 @@ class SchemaConverter {
 
   private integerType(s: Json, path: string): string {
     const { lo, hi } = this.bounds(s, path, true);
-    if (lo === null && hi === null) return UNBOUNDED_INTEGER;
-    const range = integerRange(lo && (lo.exclusive ? lo.value + 1n : lo.value), hi && (hi.exclusive ? hi.value - 1n : hi.value));
+    let min = lo && (lo.exclusive ? lo.value + 1n : lo.value);
+    let max = hi && (hi.exclusive ? hi.value - 1n : hi.value);
+    const implied = typeof s.format === 'string' ? INTEGER_FORMAT_BOUNDS[s.format] : undefined;
+    if (implied) {
+      min = min === null || min < implied[0] ? implied[0] : min;
+      max = max === null || max > implied[1] ? implied[1] : max;
+    }
+    if (min === null && max === null) return UNBOUNDED_INTEGER;
+    const range = integerRange(min, max);
     if (range === null) this.fail(path, 'admits no integer');
     return range;
   }
 
   private numberType(s: Json, path: string): string {
+    const fractional = ['minimum', 'maximum', 'exclusiveMinimum', 'exclusiveMaximum'].some((k) => typeof s[k] === 'number' && !Number.isInteger(s[k]));
+    if (fractional) return this.decimalNumber(s, path);
     const { lo, hi } = this.bounds(s, path, false);
     if (lo === null && hi === null) return UNBOUNDED_NUMBER;
     const range = numberRange(lo, hi);
@@ -428,20 +566,86 @@ class SchemaConverter {
     return range;
   }
 
+  /** A number within bounds of which at least one has a fraction: compared exactly as decimals. */
+  private decimalNumber(s: Json, path: string): string {
+    const side = (key: string, exKey: string, lower: boolean) => {
+      const candidates: { v: number; exclusive: boolean; key: string }[] = [];
+      const flag = s[exKey];
+      if (typeof s[key] === 'number') candidates.push({ v: s[key] as number, exclusive: flag === true, key });
+      if (typeof flag === 'number') candidates.push({ v: flag, exclusive: true, key: exKey });
+      for (const c of candidates) if (!Number.isFinite(c.v)) this.fail(`${path}/${c.key}`, 'must be a finite number');
+      // The tighter bound (exclusive wins a tie).
+      candidates.sort((a, b) => (lower ? b.v - a.v : a.v - b.v) || Number(b.exclusive) - Number(a.exclusive));
+      const best = candidates[0];
+      if (!best) return null;
+      const d = toDecimal(best.v, best.exclusive);
+      if (d === null) this.fail(`${path}/${best.key}`, 'has more than 15 fraction digits, more than guided decoding supports');
+      return d;
+    };
+    const range = decimalRange(side('minimum', 'exclusiveMinimum', true), side('maximum', 'exclusiveMaximum', false));
+    if (range === null) this.fail(path, 'admits no number');
+    return range;
+  }
+
+  /** The rule for a map's keys under `propertyNames`. */
+  private keyRule(s: Json, path: string): string {
+    const names = s.propertyNames;
+    if (names === undefined || names === true) return this.g.string(true);
+    const at = `${path}/propertyNames`;
+    const produced = this.producedTypes(names);
+    const types = produced !== null ? [...produced] : isObject(names) ? this.inferTypes(names) : null;
+    if (names === false || (types !== null && !types.includes('string'))) this.fail(at, 'allows no property name');
+    return this.node(isObject(names) && names.type === undefined && names.enum === undefined && names.const === undefined && names.$ref === undefined ? { ...names, type: 'string' } : names, at, true);
+  }
+
+  /** Whether a declared property name satisfies `propertyNames` (checked here, not by the grammar). */
+  private nameAllowed(names: unknown, name: string, path: string): boolean {
+    const n = this.deref(names);
+    if (n === undefined || n === true || (isObject(n) && Object.keys(n).every((k) => ANNOTATIONS.has(k) || k === 'type'))) return true;
+    if (!isObject(n)) return false;
+    for (const key of Object.keys(n)) {
+      if (ANNOTATIONS.has(key) || key === 'type') continue;
+      if (key === 'enum' && Array.isArray(n.enum)) {
+        if (!n.enum.includes(name)) return false;
+      } else if (key === 'const') {
+        if (n.const !== name) return false;
+      } else if (key === 'minLength' && typeof n.minLength === 'number') {
+        if ([...name].length < n.minLength) return false;
+      } else if (key === 'maxLength' && typeof n.maxLength === 'number') {
+        if ([...name].length > n.maxLength) return false;
+      } else if (key === 'pattern' && typeof n.pattern === 'string') {
+        if (!new RegExp(n.pattern, 'u').test(name)) return false;
+      } else if (key === 'format' && typeof n.format === 'string') {
+        const f = FORMAT_PATTERNS[n.format];
+        if (f !== undefined && !new RegExp(`^(?:${f})$`, 'u').test(name)) return false;
+      } else this.fail(`${path}/propertyNames`, `uses '${key}' beside 'properties', which guided decoding does not support`);
+    }
+    return true;
+  }
+
   private objectType(s: Json, path: string): string {
-    for (const key of ['minProperties', 'maxProperties', 'patternProperties', 'propertyNames']) {
+    for (const key of ['minProperties', 'maxProperties', 'patternProperties']) {
       if (s[key] !== undefined) this.fail(path, `uses '${key}', which guided decoding does not support`);
     }
     const required = s.required ?? [];
     if (!Array.isArray(required) || required.some((r) => typeof r !== 'string')) this.fail(`${path}/required`, 'must be an array of strings');
     const extra = s.additionalProperties;
     if (extra !== undefined && typeof extra !== 'boolean' && !isObject(extra)) this.fail(`${path}/additionalProperties`, 'must be a boolean or a schema');
+    if (s.properties === undefined && required.length > 0 && isObject(extra)) {
+      // zod's z.record(z.enum([...]), v): every key required, each an additional property.
+      const names = s.propertyNames;
+      const keys = isObject(names) && Array.isArray(names.enum) ? names.enum : required;
+      if (keys.every((k) => typeof k === 'string') && (required as string[]).every((r) => keys.includes(r))) {
+        const { propertyNames: _n, additionalProperties: _a, ...rest } = s;
+        return this.objectType({ ...rest, properties: Object.fromEntries((keys as string[]).map((k) => [k, extra])) }, path);
+      }
+    }
     if (s.properties === undefined) {
       if (required.length > 0) this.fail(path, `requires '${required[0]}' but has no 'properties'`);
       if (extra === false) return '("{" "}")';
-      if (isObject(extra)) {
-        const value = this.node(extra, `${path}/additionalProperties`, true);
-        const s_ = this.g.string(true);
+      if (isObject(extra) || (s.propertyNames !== undefined && extra !== true)) {
+        const value = isObject(extra) ? this.node(extra, `${path}/additionalProperties`, true) : this.g.value(true);
+        const s_ = this.keyRule(s, path);
         return this.g.rule('map', `"{" (${s_} ": " ${value} (", " ${s_} ": " ${value})*)? "}"`);
       }
       return this.g.object;
@@ -451,6 +655,11 @@ class SchemaConverter {
     const names = Object.keys(properties);
     for (const r of required as string[]) {
       if (!names.includes(r)) this.fail(path, `requires '${r}', which is not in its 'properties'`);
+    }
+    if (s.propertyNames !== undefined) {
+      for (const name of names) {
+        if (!this.nameAllowed(s.propertyNames, name, path)) this.fail(`${path}/propertyNames`, `does not allow the property '${name}' its 'properties' declare`);
+      }
     }
     const props = names.map((name) => ({
       text: seq(lit(`${JSON.stringify(name)}: `), this.node(properties[name], `${path}/properties/${name}`, true)),
@@ -478,6 +687,69 @@ class SchemaConverter {
     return this.g.rule('object', seq('"{"', first(0), '"}"'));
   }
 
+  /** The finite set of values a schema allows (enum, const, boolean, null), or null. */
+  private finiteValues(s: unknown): unknown[] | null {
+    const t = this.deref(s);
+    if (!isObject(t)) return null;
+    const keys = Object.keys(t).filter((k) => !ANNOTATIONS.has(k) && !k.startsWith('x-'));
+    const types = t.type === undefined ? null : Array.isArray(t.type) ? t.type : [t.type];
+    const ofType = (v: unknown) => types === null || types.includes(typeOfValue(v)) || (typeOfValue(v) === 'integer' && types.includes('number'));
+    if (t.const !== undefined && keys.every((k) => k === 'const' || k === 'type')) return [t.const].filter(ofType);
+    if (Array.isArray(t.enum) && keys.every((k) => k === 'enum' || k === 'type')) return t.enum.filter(ofType);
+    if (keys.length === 1 && types !== null && types.every((x) => x === 'boolean' || x === 'null')) {
+      return types.flatMap((x) => (x === 'boolean' ? [true, false] : [null]));
+    }
+    if (Array.isArray(t.anyOf) && keys.length === 1) {
+      const all = t.anyOf.map((b) => this.finiteValues(b));
+      return all.every((v) => v !== null) ? all.flat() : null;
+    }
+    return null;
+  }
+
+  /**
+   * uniqueItems over a finite set of values (enums, literals, booleans): arrays of distinct values,
+   * written in the order the schema lists them (a subset of all orders: enumerating every order of
+   * n values would take 2^n grammar states).
+   */
+  private uniqueArray(s: Json, path: string, min: number, max: number, prefixLength: number): string {
+    const refuse = (why: string): never => this.fail(`${path}/uniqueItems`, `is not supported ${why}`);
+    if (prefixLength > 0) refuse("with 'prefixItems'");
+    const values = s.items === undefined ? null : this.finiteValues(s.items);
+    if (values === null) return refuse('unless the items are a finite set of values (enum, const, boolean) or maxItems is at most 1');
+    const distinct = [...new Map(values.map((v) => [compactJson(v), v])).values()];
+    if (distinct.length > MAX_UNIQUE_VALUES) refuse(`over more than ${MAX_UNIQUE_VALUES} values`);
+    const n = distinct.length;
+    const top = Math.min(max, n);
+    if (min > top) this.fail(path, `needs ${min} distinct items but its items allow only ${n} values`);
+    this.g.countEnumValues(n, () => this.fail(`${path}/items`, `makes the constraint too large for guided decoding (more than ${MAX_ENUM_VALUES} enum and const values in all)`));
+    const lits = distinct.map((v) => lit(compactJson(v)));
+    // rest(i, k): k values written; value i may follow (after ", ") or be skipped. Counting k only
+    // when a bound needs it keeps the grammar at n rules for a plain set.
+    const counted = min > 0 || top < n;
+    const memo = new Map<string, string | null>();
+    const state = (i: number, k: number, first: boolean): string | null => {
+      const key = `${first}:${i}:${counted ? k : 0}`;
+      if (memo.has(key)) return memo.get(key)!;
+      memo.set(key, null);
+      let body: string | null;
+      if (i === n || n - i < min - k) body = i === n && k >= min ? '""' : null;
+      else {
+        const parts: string[] = [];
+        const take = k < top ? state(i + 1, k + 1, false) : null;
+        if (take !== null) parts.push(seq(first ? '""' : '", "', lits[i], take));
+        const skip = state(i + 1, k, first);
+        if (skip !== null) parts.push(skip);
+        body = parts.length === 0 ? null : alt(parts);
+      }
+      const name = body === null || body === '""' ? body : this.g.rule('unique', body);
+      memo.set(key, name);
+      return name;
+    };
+    const elements = state(0, 0, true);
+    if (elements === null) this.fail(path, `needs ${min} distinct items but its items allow only ${n} values`);
+    return this.g.rule('array', `"[" ${elements} "]"`);
+  }
+
   private arrayType(s: Json, path: string): string {
     if (s.contains !== undefined) this.fail(path, "uses 'contains', which guided decoding does not support");
     const prefix = s.prefixItems ?? [];
@@ -488,6 +760,7 @@ class SchemaConverter {
     let max = this.count(s, 'maxItems', path, MAX_ITEMS_BOUND) ?? Infinity;
     if (itemsFalse) max = Math.min(max, prefix.length);
     if (min > max) this.fail(path, itemsFalse ? 'needs more items than its prefixItems allow' : 'has minItems above maxItems');
+    if (s.uniqueItems === true && max > 1) return this.uniqueArray(s, path, min, max, prefix.length);
     const item = itemsFalse ? null : s.items === undefined || s.items === true ? this.g.value(true) : this.node(s.items, `${path}/items`, true);
     const prefixRules = prefix.map((p, i) => this.node(p, `${path}/prefixItems/${i}`, true));
     const k = prefixRules.length;

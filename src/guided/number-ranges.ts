@@ -100,3 +100,127 @@ export function numberRange(lo: Bound | null, hi: Bound | null): string | null {
   if (negLo <= negHi) parts.push(seq(lit('-'), magnitude(negLo, negHi), fraction));
   return parts.length === 0 ? null : alt(parts);
 }
+
+/** A decimal bound: sign, integer part, fraction digits (no trailing zeros), exclusive or not. */
+export interface DecimalBound {
+  negative: boolean;
+  int: bigint;
+  frac: string;
+  exclusive: boolean;
+}
+
+/** The exact decimal of a finite double's shortest representation; null when it has more than MAX_FRACTION_DIGITS fraction digits. */
+export function toDecimal(v: number, exclusive: boolean): DecimalBound | null {
+  const m = /^(-?)(\d+)(?:\.(\d+))?(?:e([+-]\d+))?$/.exec(String(v));
+  if (!m) return null;
+  let digits = m[2] + (m[3] ?? '');
+  let point = m[2].length + Number(m[4] ?? 0);
+  if (point < 0) {
+    digits = '0'.repeat(-point) + digits;
+    point = 0;
+  }
+  if (point > digits.length) digits += '0'.repeat(point - digits.length);
+  const frac = digits.slice(point).replace(/0+$/, '');
+  if (frac.length > MAX_FRACTION_DIGITS) return null;
+  const int = BigInt(digits.slice(0, point) || '0');
+  return { negative: m[1] === '-' && (int !== 0n || frac !== ''), int, frac, exclusive };
+}
+
+interface Mag {
+  int: bigint;
+  frac: string;
+  exclusive: boolean;
+}
+
+/**
+ * Fraction digit strings (1..n digits) F with lo <(=) 0.F <(=) hi, digit by digit; lo/hi are the
+ * bound's remaining digits while equal so far ('' once exhausted), null once strictly past it.
+ */
+function fraction(lo: string | null, loEx: boolean, hi: string | null, hiEx: boolean, n: number): string | null {
+  if (n === 0) return null;
+  if (lo === null && hi === null) return repeat('[0-9]', 1, n);
+  const groups = new Map<string, { digits: number[]; lo: string | null; hi: string | null }>();
+  for (let c = 0; c <= 9; c++) {
+    let nextLo: string | null = null;
+    if (lo !== null) {
+      const l = Number(lo[0] ?? '0');
+      if (c < l) continue;
+      nextLo = c > l ? null : lo.slice(1);
+    }
+    let nextHi: string | null = null;
+    if (hi !== null) {
+      const h = Number(hi[0] ?? '0');
+      if (c > h) continue;
+      nextHi = c < h ? null : hi.slice(1);
+    }
+    const key = `${nextLo}|${nextHi}`;
+    const group = groups.get(key) ?? { digits: [], lo: nextLo, hi: nextHi };
+    group.digits.push(c);
+    groups.set(key, group);
+  }
+  const parts: string[] = [];
+  for (const { digits, lo: l, hi: h } of groups.values()) {
+    const cls = digits.length === 1 ? lit(String(digits[0])) : `[${digits[0]}-${digits[digits.length - 1]}]`;
+    // Stopping here: equal to a tight bound only when its remaining digits are all zero ('').
+    const loOk = l === null || (l === '' && !loEx);
+    const hiOk = h === null || h !== '' || !hiEx;
+    const more = fraction(l, loEx, h, hiEx, n - 1);
+    if (loOk && hiOk) parts.push(more === null ? cls : seq(cls, `(${more})?`));
+    else if (more !== null) parts.push(seq(cls, more));
+  }
+  return parts.length === 0 ? null : alt(parts);
+}
+
+/** Magnitudes (no sign) "I" or "I.F" in [a, b] (b null: up to MAX_DIGITS integer digits). */
+function magnitudeRange(a: Mag, b: Mag | null): string | null {
+  if (a.int > MAX_MAGNITUDE) return null;
+  if (b !== null && b.int > MAX_MAGNITUDE) b = null;
+  const parts: string[] = [];
+  const dot = (f: string | null) => (f === null ? null : seq(lit('.'), f));
+  const push = (p: string | null) => {
+    if (p !== null) parts.push(p);
+  };
+  const aStr = lit(a.int.toString());
+  if (b !== null && a.int === b.int) {
+    if (a.frac === '' && !a.exclusive && (b.frac !== '' || !b.exclusive)) parts.push(aStr);
+    const f = dot(fraction(a.frac, a.exclusive, b.frac, b.exclusive, MAX_FRACTION_DIGITS));
+    if (f !== null) parts.push(seq(aStr, f));
+    return parts.length === 0 ? null : alt(parts);
+  }
+  if (b !== null && a.int > b.int) return null;
+  if (a.frac === '' && !a.exclusive) parts.push(aStr);
+  const fa = dot(fraction(a.frac, a.exclusive, null, false, MAX_FRACTION_DIGITS));
+  if (fa !== null) parts.push(seq(aStr, fa));
+  const midHi = b === null ? MAX_MAGNITUDE : b.int - 1n;
+  if (a.int + 1n <= midHi) push(seq(magnitude(a.int + 1n, midHi), `(${lit('.')} ${repeat('[0-9]', 1, MAX_FRACTION_DIGITS)})?`));
+  if (b !== null) {
+    const bStr = lit(b.int.toString());
+    if (b.frac !== '' || !b.exclusive) parts.push(bStr);
+    const fb = dot(fraction(null, false, b.frac, b.exclusive, MAX_FRACTION_DIGITS));
+    if (fb !== null) parts.push(seq(bStr, fb));
+  }
+  return parts.length === 0 ? null : alt(parts);
+}
+
+const signOf = (b: DecimalBound) => (b.negative ? -1 : b.int === 0n && b.frac === '' ? 0 : 1);
+
+/**
+ * Numbers (no exponent, at most MAX_DIGITS integer and MAX_FRACTION_DIGITS fraction digits) within
+ * decimal bounds, compared exactly as decimals; null when none fits.
+ */
+export function decimalRange(lo: DecimalBound | null, hi: DecimalBound | null): string | null {
+  const parts: string[] = [];
+  // x >= 0: magnitudes in [max(lo, 0), hi].
+  if (hi === null || signOf(hi) >= 0) {
+    const a: Mag = lo === null || signOf(lo) < 0 ? { int: 0n, frac: '', exclusive: false } : lo;
+    const p = magnitudeRange(a, hi);
+    if (p !== null) parts.push(p);
+  }
+  // x < 0: magnitudes m = -x in [max(-hi, 0+), -lo].
+  if (lo === null || signOf(lo) < 0) {
+    const a: Mag = hi === null || signOf(hi) >= 0 ? { int: 0n, frac: '', exclusive: true } : hi;
+    const p = magnitudeRange(a, lo);
+    if (p !== null) parts.push(seq(lit('-'), p));
+  }
+  return parts.length === 0 ? null : alt(parts);
+}

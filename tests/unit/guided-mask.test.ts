@@ -205,9 +205,9 @@ describe('guided decoding masks (real vocabulary)', () => {
   });
 
   it('refuses unsupported schemas with a 400 naming the parameter and the place', async () => {
-    const err = await guidedDecoding().compile(json({ type: 'object', properties: { a: { type: 'string', pattern: '^x' } } })).catch((e: unknown) => e);
+    const err = await guidedDecoding().compile(json({ type: 'object', properties: { a: { type: 'string', pattern: '^(?=x)' } } })).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(RequestError);
     expect((err as RequestError).param).toBe('response_format.json_schema.schema');
-    expect((err as RequestError).message).toContain("schema at '/properties/a' uses 'pattern'");
+    expect((err as RequestError).message).toContain("schema at '/properties/a/pattern' uses a lookahead '(?='");
   });
 });
