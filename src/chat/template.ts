@@ -14,6 +14,10 @@ export interface RenderOptions {
   addGenerationPrompt?: boolean;
   /** Extra template variables, e.g. { enable_thinking: false } (vLLM's chat_template_kwargs). */
   kwargs?: Record<string, unknown>;
+  /** vLLM's continue_final_message: the last message is left open, to be continued (transformers' way). */
+  continueFinalMessage?: boolean;
+  /** A template of the request's own (vLLM's chat_template), used instead of the model's. */
+  chatTemplate?: string;
 }
 
 export interface ChatTemplate {
@@ -77,6 +81,13 @@ export function createChatTemplate(tokenizerConfig: Readonly<Record<string, unkn
     return template;
   };
   compile(plain);
+  // OpenAI's `developer` role is the system message under a newer name. A template that does not know
+  // it (Qwen3's renders only system, user, assistant and tool, and drops the rest) gets it as `system`:
+  // first, it is the system prompt; after a system message, a system turn in its place.
+  const knowsDeveloper = (source: string) => /["']developer["']/.test(source);
+  const modelKnowsDeveloper = { plain: knowsDeveloper(plain), withTools: knowsDeveloper(withTools) };
+  const asSystem = (messages: ChatMessage[]) =>
+    messages.map((m) => (m.role === 'developer' ? { ...m, role: 'system' } : m));
   const globals = {
     bos_token: specialTokenString(tokenizerConfig.bos_token),
     eos_token: specialTokenString(tokenizerConfig.eos_token),
@@ -88,12 +99,15 @@ export function createChatTemplate(tokenizerConfig: Readonly<Record<string, unkn
     tokenizerConfig,
     render(messages, options = {}) {
       const hasTools = options.tools !== undefined && options.tools.length > 0;
-      const template = compile(hasTools ? withTools : plain);
+      const template = options.chatTemplate !== undefined ? requestTemplate(options.chatTemplate) : compile(hasTools ? withTools : plain);
+      let text: string;
       try {
-        return template.render({
+        text = template.render({
           ...globals,
           ...options.kwargs,
-          messages,
+          messages: (options.chatTemplate !== undefined ? knowsDeveloper(options.chatTemplate) : hasTools ? modelKnowsDeveloper.withTools : modelKnowsDeveloper.plain)
+            ? messages
+            : asSystem(messages),
           // The template tests `if tools`: an absent list must read as false, not [].
           ...(hasTools ? { tools: options.tools } : {}),
           add_generation_prompt: options.addGenerationPrompt ?? true,
@@ -101,6 +115,33 @@ export function createChatTemplate(tokenizerConfig: Readonly<Record<string, unkn
       } catch (err) {
         throw new TemplateError(`chat template error: ${(err as Error).message}`);
       }
+      return options.continueFinalMessage ? openFinalMessage(text, messages) : text;
     },
   };
+}
+
+/** A request's own template, compiled for this render only (not cached: each request may send another). */
+function requestTemplate(source: string): Template {
+  try {
+    return new Template(source);
+  } catch (err) {
+    throw new TemplateError(`chat_template does not parse: ${(err as Error).message}`);
+  }
+}
+
+/**
+ * The rendered conversation cut right after the last message's text, so that its end-of-turn markup is
+ * gone and the model continues it: transformers' continue_final_message, which vLLM uses.
+ */
+function openFinalMessage(rendered: string, messages: readonly ChatMessage[]): string {
+  const final = messages.at(-1)?.content ?? '';
+  const trimmed = final.trim();
+  if (trimmed === '') throw new TemplateError('continue_final_message: the final message has no text to continue');
+  const at = rendered.lastIndexOf(trimmed);
+  if (at < 0) {
+    throw new TemplateError('continue_final_message: the final message does not appear in the rendered chat (the chat template changes its text)');
+  }
+  const lead = final.trimStart();
+  // The template kept the message's trailing whitespace: keep it too; else cut after its last non-space.
+  return rendered.slice(0, at) + (rendered.slice(at, at + lead.length) === final ? lead : trimmed);
 }

@@ -11,7 +11,7 @@ import { DEFAULT_GPU_MEMORY_UTILIZATION, describeKvPlan } from './kv-plan.ts';
 import { DEVICE_CHOICES, resolveDevice, type DeviceChoice } from './device.ts';
 import { loadAddon } from '../native/load-addon.ts';
 import { ensureDemoModel } from './demo-model.ts';
-import { choiceArg, fractionArg, intArg, positiveNumberArg } from './options.ts';
+import { choiceArg, fractionArg, intArg, nonNegativeNumberArg, positiveNumberArg } from './options.ts';
 import { packageVersion } from './package-info.ts';
 import { byteProgress } from './progress.ts';
 import { guidedDecodingFor } from '../guided/guided-decoding.ts';
@@ -35,11 +35,16 @@ export interface ServeOptions {
   /** commander's --no-prefix-caching. */
   prefixCaching: boolean;
   generationConfig: 'auto' | 'vllm';
-  /** vLLM's flags: parsers are on by default when the tokenizer has their markers; 'none' turns one off. */
-  reasoningParser: 'qwen3' | 'none';
+  /** vLLM's flag: no reasoning parser unless one is named ('none' is accepted as off). */
+  reasoningParser?: 'qwen3' | 'none';
+  /** On by default when the tokenizer has the <tool_call> markers; 'none' turns it off. */
   toolCallParser: 'hermes' | 'none';
   /** Accepted for vLLM compatibility: tool_choice 'auto' is always served when a tool-call parser is on. */
   enableAutoToolChoice?: boolean;
+  /** vLLM's --trust-request-chat-template: requests may bring their own chat_template. */
+  trustRequestChatTemplate?: boolean;
+  /** MiB of Responses API responses kept in memory (0: stateless). */
+  responseStoreSize: number;
   mlock?: boolean;
   /** commander's --no-weight-coding. */
   weightCoding: boolean;
@@ -110,9 +115,11 @@ export async function serve(modelDirArg: string | undefined, opts: ServeOptions)
     modelRoot: modelDir,
     samplingDefaults: loaded.samplingDefaults,
     version: packageVersion(),
-    reasoningParser: opts.reasoningParser === 'none' ? null : undefined,
+    reasoningParser: opts.reasoningParser === 'qwen3' ? 'qwen3' : null,
     toolCallParser: opts.toolCallParser === 'none' ? null : undefined,
     guidedDecoding,
+    trustRequestChatTemplate: opts.trustRequestChatTemplate === true,
+    responseStoreBytes: Math.floor(opts.responseStoreSize * 1024 * 1024),
     logger: { level: 'warn' },
     maxChoicesPerRequest: opts.maxChoicesPerRequest,
     bodyLimit: opts.maxBodySize === undefined ? undefined : Math.floor(opts.maxBodySize * 2 ** 20),
@@ -222,9 +229,11 @@ export function serveCommand(): Command {
       choiceArg(['auto', 'vllm'] as const),
       'auto',
     )
-    .option('--reasoning-parser <name>', "<think>…</think> → reasoning_content ('none' to turn off)", choiceArg(['qwen3', 'none'] as const), 'qwen3')
+    .option('--reasoning-parser <name>', "'qwen3': <think>…</think> → reasoning_content and reasoning (default: none, the block stays in content, as vLLM)", choiceArg(['qwen3', 'none'] as const))
     .option('--tool-call-parser <name>', "<tool_call> blocks → tool_calls ('none' to turn off)", choiceArg(['hermes', 'none'] as const), 'hermes')
     .option('--enable-auto-tool-choice', "accepted as in vLLM; tool_choice 'auto' is on whenever a tool-call parser is")
+    .option('--response-store-size <MiB>', 'Responses API responses kept in memory for previous_response_id and item_reference (0: stateless)', nonNegativeNumberArg, 64)
+    .option('--trust-request-chat-template', "let chat requests bring their own 'chat_template' (a Jinja template runs in the server: trusted clients only)")
     .option('--max-choices-per-request <n>', 'most choices (prompts × n) one request may ask for', intArg(1), DEFAULT_MAX_CHOICES_PER_REQUEST)
     .option('--max-body-size <MiB>', 'largest request body (default: 64 bytes per token of max-model-len, 1 to 32 MiB)', positiveNumberArg)
     .option('--request-timeout <seconds>', 'time to receive a whole request, headers and body', intArg(1), DEFAULT_TIMEOUT_MS / 1000)

@@ -18,6 +18,8 @@ export interface KvSequence {
   blockTable: number[];
   /** Memo of the hash chain over the sequence's full blocks (filled lazily, append-only). */
   blockHashes: string[];
+  /** vLLM's cache_salt: seeds the hash chain, so that only sequences with the same salt share blocks. */
+  readonly cacheSalt?: string;
 }
 
 /** Intrusive doubly linked list of block ids: O(1) push, pop and removal of any member. */
@@ -236,7 +238,8 @@ export class BlockManager {
     const bs = this.blockSize;
     while (seq.blockHashes.length < n) {
       const i = seq.blockHashes.length;
-      const parent = i === 0 ? '' : seq.blockHashes[i - 1];
+      // A salt is prefixed so that it can never equal a hash (hex) further down another chain.
+      const parent = i === 0 ? (seq.cacheSalt === undefined ? '' : `salt:${seq.cacheSalt}`) : seq.blockHashes[i - 1];
       const block = Int32Array.from(seq.tokens.slice(i * bs, (i + 1) * bs));
       const h = createHash('sha256').update(parent).update(new Uint8Array(block.buffer)).digest('hex');
       seq.blockHashes.push(h);

@@ -7,7 +7,7 @@ import { randomSeed } from './rng.ts';
 import { Scheduler, type SchedulerOutput } from './scheduler.ts';
 import { MAX_EVENT_BACKLOG, Sequence } from './sequence.ts';
 import { buildStepBatch, checkStepResult, fillGuideMasks, promptLogprobAt, sampledLogprob, type GuideOutcome } from './step-batch.ts';
-import type { Engine, EngineEvent, EngineStats, FinishReason, GenerateRequest } from './types.ts';
+import type { Engine, EngineEvent, EngineStats, FinishReason, GenerateRequest, TokenLogprob } from './types.ts';
 import { validateRequest } from './validate.ts';
 
 export interface EngineOptions {
@@ -264,19 +264,21 @@ class LlmEngine implements LlmEngineHandle {
         return;
       }
       const isStop = params.stopTokenIds.includes(token) || (!params.ignoreEos && this.eosTokenIds.includes(token));
+      // A stop token is counted, so its logprob is reported too (with the finish, as it has no text).
+      const stopLogprob = isStop && params.logprobs !== null ? sampledLogprob(r, s, params.logprobs) : undefined;
       if (guide === 'complete') {
         // The guided output is complete: only a stop token was allowed. End here, even under ignore_eos.
         if (isStop) {
           seq.tokens.push(token);
           this.generationTokens++;
         }
-        this.finish(seq, 'stop', isStop ? token : undefined);
+        this.finish(seq, 'stop', isStop ? token : undefined, stopLogprob);
         return;
       }
       seq.tokens.push(token);
       this.generationTokens++;
       if (isStop) {
-        this.finish(seq, 'stop', token);
+        this.finish(seq, 'stop', token, stopLogprob);
         return;
       }
       if (seq.guide && !seq.guide.accept(token)) {
@@ -315,7 +317,7 @@ class LlmEngine implements LlmEngineHandle {
     seq.guide = null;
   }
 
-  private finish(seq: Sequence, reason: FinishReason, stopToken?: number): void {
+  private finish(seq: Sequence, reason: FinishReason, stopToken?: number, stopLogprob?: TokenLogprob): void {
     if (seq.finished) return;
     this.retire(seq);
     seq.events.push({
@@ -324,6 +326,7 @@ class LlmEngine implements LlmEngineHandle {
       promptTokens: seq.numPromptTokens,
       completionTokens: seq.numOutputTokens,
       ...(stopToken === undefined ? {} : { stopToken }),
+      ...(stopToken === undefined || stopLogprob === undefined ? {} : { stopLogprob }),
     });
     seq.events.end();
   }

@@ -45,6 +45,10 @@ export class Sequence implements SchedSequence {
     this.promptEntries = params.promptLogprobs === null ? null : new Array<TokenLogprob | null>(promptTokens.length).fill(null);
   }
 
+  get cacheSalt(): string | undefined {
+    return this.params.cacheSalt;
+  }
+
   get numOutputTokens(): number {
     return this.tokens.length - this.numPromptTokens;
   }

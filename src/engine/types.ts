@@ -30,6 +30,8 @@ export interface SamplingParams {
   logitBias?: Readonly<Record<number, number>>;
   /** The stop token ids (and EOS unless ignoreEos) cannot be sampled before this many tokens (0 = off). */
   minTokens?: number;
+  /** vLLM's cache_salt: only sequences with the same salt share prefix-cache blocks (absent: unsalted). */
+  cacheSalt?: string;
 }
 
 export interface TopLogprob {
@@ -49,7 +51,12 @@ export type EngineEvent =
   /** Sent once, before any token, when promptLogprobs was asked; entry 0 is null (nothing precedes it). */
   | { type: 'prompt_logprobs'; entries: (TokenLogprob | null)[] }
   | { type: 'token'; token: number; logprob: TokenLogprob | null }
-  | { type: 'finish'; reason: FinishReason; promptTokens: number; completionTokens: number; stopToken?: number };
+  /**
+   * stopToken: the stop token (EOS or a stop_token_ids entry) that ended the request; it is counted in
+   * completionTokens but sent as no 'token' event (its text is not output). stopLogprob: its logprob,
+   * present when logprobs were asked, so that the logprobs cover every counted token (as vLLM's do).
+   */
+  | { type: 'finish'; reason: FinishReason; promptTokens: number; completionTokens: number; stopToken?: number; stopLogprob?: TokenLogprob };
 
 export interface GenerateRequest {
   promptTokens: number[];

@@ -55,6 +55,9 @@ export class CompiledGrammars {
 
   /** The compiled grammar of `spec`, from the cache or compiled now (RequestError on a bad spec). */
   get(spec: GuideSpec): Promise<CompiledGrammar> {
+    // A regular expression becomes a grammar by xgrammar's own converter (as vLLM's guided_regex), then
+    // is cached by that grammar's text like any other.
+    if (spec.kind === 'regex') return regexGrammar(spec.pattern, spec.param).then((grammar) => this.get({ kind: 'grammar', grammar, param: spec.param }));
     let text: string;
     try {
       text = guideGrammar(spec);
@@ -84,10 +87,54 @@ export class CompiledGrammars {
   private async compile(text: string, param: string): Promise<CompiledGrammar> {
     const { compiler } = await this.prepare();
     try {
-      return await compiler.compileGrammar(text, 'root');
+      return await xgrammarCall(() => compiler.compileGrammar(text, 'root'));
     } catch (err) {
-      // Our grammars are generated; a rejection is a bug in the generator, reported with the request.
+      // A request's own grammar (guided_grammar) that does not parse; for generated grammars, a bug in
+      // the generator, reported with the request.
       throw new RequestError(`${param}: the grammar engine could not compile this constraint (${(err as Error).message})`, param);
     }
+  }
+}
+
+/** A regular expression as xgrammar's EBNF (its structural-tag regex format converts it); RequestError when it does not parse. */
+async function regexGrammar(pattern: string, param: string): Promise<string> {
+  try {
+    const grammar = await xgrammarCall(() => xgrammar().Grammar.fromStructuralTag({ type: 'structural_tag', format: { type: 'regex', pattern } }));
+    const text = grammar.toString();
+    grammar.dispose();
+    return text;
+  } catch (err) {
+    throw new RequestError(`${param}: the regular expression is not supported (${(err as Error).message})`, param);
+  }
+}
+
+/**
+ * Runs an xgrammar call. On bad input xgrammar aborts its WASM call ("Aborted()") after printing the
+ * reason on stderr ("[FATAL] file.cc:552: EBNF parser error at line 1, column 16: ..."): that reason
+ * becomes the error's message, and neither line reaches the log.
+ */
+async function xgrammarCall<T>(run: () => Promise<T>): Promise<T> {
+  // The WASM module bound console.error when it started, so its lines are caught where they are written.
+  const stderr = process.stderr;
+  const write = stderr.write;
+  const reasons: string[] = [];
+  stderr.write = function (this: typeof stderr, chunk: unknown, ...rest: unknown[]): boolean {
+    const text = typeof chunk === 'string' ? chunk : Buffer.isBuffer(chunk) ? chunk.toString('utf8') : null;
+    if (text !== null) {
+      const kept = text.split('\n').filter((line) => {
+        const fatal = /^\[FATAL\] [^\s:]*:\d+: (.*)$/.exec(line);
+        if (fatal) reasons.push(fatal[1].trim());
+        return !fatal && !line.startsWith('Aborted(');
+      });
+      if (kept.join('').trim() === '') return true;
+    }
+    return (write as (...args: unknown[]) => boolean).call(this, chunk, ...rest);
+  } as typeof stderr.write;
+  try {
+    return await run();
+  } catch (err) {
+    throw new Error(reasons.length > 0 ? reasons.join('; ') : (err as Error).message);
+  } finally {
+    stderr.write = write;
   }
 }

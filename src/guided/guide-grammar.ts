@@ -18,7 +18,8 @@ export const MAX_GRAMMAR_CHARS = 512 * 1024;
 export function guideGrammar(spec: GuideSpec): string {
   let text: string;
   try {
-    text = spec.kind === 'json' ? jsonSchemaGrammar(spec.schema, spec.param) : toolCallGrammar(spec.tools, spec.multiple);
+    if (spec.kind === 'regex') throw new Error('guideGrammar: a regex spec is turned into a grammar by xgrammar (compiled-grammars.ts)');
+    text = spec.kind === 'json' ? jsonSchemaGrammar(spec.schema, spec.param) : spec.kind === 'grammar' ? spec.grammar : toolCallGrammar(spec.tools, spec.multiple);
   } catch (err) {
     // e.g. enum values nested deeper than the stack: still the client's input, still a 400.
     if (err instanceof RangeError) throw new RequestError(`${spec.param}: the schema is too deeply nested`, spec.param);

@@ -4,13 +4,16 @@ import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastif
 import type { Engine } from '../engine/types.ts';
 import type { TextTokenizer } from '../chat/tokenizer.ts';
 import type { ChatTemplate } from '../chat/template.ts';
-import { frameworkErrorHandler, installErrorHandlers } from './errors.ts';
+import { ApiError, frameworkErrorHandler, installErrorHandlers } from './errors.ts';
 import { requireApiKey } from './auth.ts';
 import { refuseOtherMethods } from './method-not-allowed.ts';
 import { OPENAI_DEFAULTS, type SamplingDefaults } from './sampling.ts';
 import { chatBodySchema, completionBodySchema, type ChatBody, type CompletionBody } from './schemas.ts';
 import { completionsHandler } from './completions.ts';
 import { chatCompletionsHandler } from './chat-completions.ts';
+import { responsesHandler } from './responses.ts';
+import { ResponseStore } from './response-store.ts';
+import { responsesBodySchema, type ResponsesBody } from './responses-schema.ts';
 import type { ServerContext } from './context.ts';
 import { createMetrics } from './metrics.ts';
 import { registerTokenizeRoutes } from './tokenize.ts';
@@ -62,8 +65,8 @@ export interface AppOptions {
   /** Worker threads that tokenize prompts and render chat templates (default 2; 0: on the event loop, for tools only). */
   tokenizerWorkers?: number;
   /**
-   * vLLM's --reasoning-parser: 'qwen3' returns <think>…</think> as reasoning_content; null: off.
-   * Default: 'qwen3' when the tokenizer has <think> and </think> tokens.
+   * vLLM's --reasoning-parser: 'qwen3' returns <think>…</think> as reasoning_content and reasoning.
+   * Default off (null), as vLLM without --reasoning-parser: the <think> block stays in content.
    */
   reasoningParser?: 'qwen3' | null;
   /**
@@ -74,6 +77,13 @@ export interface AppOptions {
   toolCallParser?: 'hermes' | null;
   /** Guided decoding (response_format, tool_choice 'required' / named); absent: those requests get a 400. */
   guidedDecoding?: GuidedDecoding | null;
+  /** vLLM's --trust-request-chat-template: chat requests may bring their own chat_template (default: refused). */
+  trustRequestChatTemplate?: boolean;
+  /**
+   * Bytes of finished Responses API responses kept in memory for previous_response_id, item_reference and
+   * GET /v1/responses/{id} (default 64 MiB, least recently used out first); 0: stateless.
+   */
+  responseStoreBytes?: number;
 }
 
 export const DEFAULT_MAX_CHOICES_PER_REQUEST = 1024;
@@ -81,6 +91,8 @@ export const DEFAULT_MAX_CHOICES_PER_REQUEST = 1024;
 export const DEFAULT_TIMEOUT_MS = 60_000;
 /** nginx's worker_connections in its shipped nginx.conf. */
 export const DEFAULT_MAX_CONNECTIONS = 1024;
+/** Responses API responses kept for previous_response_id and item_reference: 64 MiB, least recently used out first. */
+export const DEFAULT_RESPONSE_STORE_BYTES = 64 * 1024 * 1024;
 
 /** See AppOptions.bodyLimit. */
 export function defaultBodyLimit(maxModelLen: number): number {
@@ -102,6 +114,8 @@ export function buildApp(options: AppOptions): FastifyInstance {
   const maxChoices = positiveInt('maxChoicesPerRequest', options.maxChoicesPerRequest ?? DEFAULT_MAX_CHOICES_PER_REQUEST);
   const maxModelLen = Math.min(options.maxModelLen ?? options.engine.maxModelLen, options.engine.maxModelLen);
   // /metrics reads the engine's state; the routes see the engine through the latency timers.
+  const storeBytes = options.responseStoreBytes ?? DEFAULT_RESPONSE_STORE_BYTES;
+  if (!Number.isSafeInteger(storeBytes) || storeBytes < 0) throw new Error(`responseStoreBytes must be an integer >= 0, got ${storeBytes}`);
   const metrics = createMetrics({ engine: options.engine, modelName: names[0] });
   const ctx: ServerContext = {
     engine: metrics.instrument(options.engine),
@@ -117,14 +131,21 @@ export function buildApp(options: AppOptions): FastifyInstance {
       maxChoicesPerRequest: maxChoices,
     },
     chatParsers: {
-      reasoning: options.reasoningParser === undefined ? hasTokens(options.tokenizer, '<think>', '</think>') : options.reasoningParser !== null,
+      reasoning: options.reasoningParser === 'qwen3',
       toolCalls: options.toolCallParser === undefined ? hasTokens(options.tokenizer, '<tool_call>', '</tool_call>') : options.toolCallParser !== null,
     },
     guided: options.guidedDecoding ?? null,
+    trustRequestChatTemplate: options.trustRequestChatTemplate === true,
+    responseStore: storeBytes > 0 ? new ResponseStore(storeBytes) : null,
     timeouts: { writeMs: positiveInt('writeTimeoutMs', options.writeTimeoutMs ?? DEFAULT_TIMEOUT_MS) },
   };
   const requestTimeout = positiveInt('requestTimeoutMs', options.requestTimeoutMs ?? DEFAULT_TIMEOUT_MS);
   const created = Math.floor(Date.now() / 1000);
+  const storedResponse = (id: string) => {
+    const stored = ctx.responseStore?.get(id);
+    if (stored === undefined) throw new ApiError(404, `Response with id '${id}' not found.`, 'response_id');
+    return stored;
+  };
 
   const app = Fastify({
     logger: options.logger ?? false,
@@ -171,7 +192,16 @@ export function buildApp(options: AppOptions): FastifyInstance {
     }));
     v1.post<{ Body: CompletionBody }>('/v1/completions', { schema: { body: completionBodySchema } }, completionsHandler(ctx));
     v1.post<{ Body: ChatBody }>('/v1/chat/completions', { schema: { body: chatBodySchema } }, chatCompletionsHandler(ctx));
-    refuseOtherMethods(v1, { '/v1/models': ['GET'], '/v1/completions': ['POST'], '/v1/chat/completions': ['POST'] });
+    v1.post<{ Body: ResponsesBody }>('/v1/responses', { schema: { body: responsesBodySchema } }, responsesHandler(ctx));
+    v1.get<{ Params: { id: string } }>('/v1/responses/:id', async (request) => storedResponse(request.params.id).response);
+    v1.delete<{ Params: { id: string } }>('/v1/responses/:id', async (request) => {
+      storedResponse(request.params.id);
+      ctx.responseStore!.delete(request.params.id);
+      return { id: request.params.id, object: 'response', deleted: true };
+    });
+    refuseOtherMethods(v1, {
+      '/v1/models': ['GET'], '/v1/completions': ['POST'], '/v1/chat/completions': ['POST'], '/v1/responses': ['POST'], '/v1/responses/:id': ['GET', 'DELETE'],
+    });
   });
   return app;
 }

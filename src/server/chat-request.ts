@@ -64,6 +64,35 @@ export function resolveToolChoice(body: ChatBody, tools: Record<string, unknown>
   return { mode: 'named', name: fn.name };
 }
 
+/**
+ * OpenAI's legacy `functions` and `function_call`, as the tools they describe: functions → tools,
+ * function_call ('none', 'auto' or {name}) → tool_choice, and one call at most (the legacy reply holds
+ * one message.function_call). The fields to use instead of the body's; null when the request has none.
+ */
+export function legacyFunctions(body: ChatBody): Pick<ChatBody, 'tools' | 'tool_choice' | 'parallel_tool_calls'> | null {
+  const functions = body.functions;
+  const call = body.function_call;
+  if (functions === undefined || functions === null || functions.length === 0) {
+    if (call !== undefined && call !== null && call !== 'none') throw badRequest("'function_call' needs 'functions'", 'function_call');
+    return null;
+  }
+  if (body.tools !== undefined && body.tools !== null && body.tools.length > 0) {
+    throw badRequest("'functions' (the legacy form of 'tools') cannot be used together with 'tools'", 'functions');
+  }
+  if (body.tool_choice !== undefined && body.tool_choice !== null) {
+    throw badRequest("'tool_choice' cannot be used with the legacy 'functions'; use 'function_call'", 'tool_choice');
+  }
+  let toolChoice: ChatBody['tool_choice'];
+  if (call === undefined || call === null || call === 'auto' || call === 'none') toolChoice = call ?? 'auto';
+  else if (isObject(call) && typeof call.name === 'string') toolChoice = { type: 'function', function: { name: call.name } };
+  else throw badRequest(`'function_call' must be 'none', 'auto' or {"name": ...}`, 'function_call');
+  return {
+    tools: functions.map((fn) => ({ type: 'function', function: fn })),
+    tool_choice: toolChoice,
+    parallel_tool_calls: false,
+  };
+}
+
 /** OpenAI content parts → the plain string chat templates expect (text parts joined by newlines, as vLLM does). */
 function contentText(message: ChatMessageBody, i: number): string {
   const content = message.content;
@@ -104,8 +133,10 @@ function templateToolCalls(calls: unknown[], i: number): Record<string, unknown>
 
 /** An OpenAI message as the chat template sees it. */
 export function toTemplateMessage(message: ChatMessageBody, i: number): ChatMessage {
-  const { content: _content, tool_calls: toolCalls, reasoning, reasoning_content: reasoningContent, ...rest } = message;
+  const { content: _content, tool_calls: toolCalls, reasoning, reasoning_content: reasoningContent, function_call: functionCall, ...rest } = message;
   const out: ChatMessage = { ...rest, content: contentText(message, i) };
+  // OpenAI's legacy function calling: a `function` result is a tool result, an assistant's function_call its one tool call.
+  if (out.role === 'function') out.role = 'tool';
   // vLLM's newer name for reasoning_content is accepted on input too.
   const thought = reasoningContent ?? reasoning;
   if (thought !== undefined && thought !== null) {
@@ -113,5 +144,6 @@ export function toTemplateMessage(message: ChatMessageBody, i: number): ChatMess
     out.reasoning_content = thought;
   }
   if (Array.isArray(toolCalls) && toolCalls.length > 0) out.tool_calls = templateToolCalls(toolCalls, i);
+  else if (isObject(functionCall)) out.tool_calls = templateToolCalls([{ type: 'function', function: functionCall }], i);
   return out;
 }

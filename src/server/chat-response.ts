@@ -17,7 +17,7 @@ export const toolCallId = () => `chatcmpl-tool-${randomUUID().replace(/-/g, '')}
 export type ChatDelta = Record<string, unknown>;
 
 export interface ChoiceMessageOptions {
-  /** Report reasoning_content (the reasoning parser is on). */
+  /** Report the reasoning, as reasoning_content and as vLLM's newer name, reasoning (the reasoning parser is on). */
   reasoning: boolean;
   /** parallel_tool_calls: false keeps the first call only. */
   maxToolCalls: number;
@@ -40,7 +40,7 @@ export class ChoiceMessage {
     for (const piece of pieces) {
       if (piece.kind === 'reasoning') {
         this.reasoning += piece.text;
-        deltas.push({ reasoning_content: piece.text });
+        deltas.push({ reasoning_content: piece.text, reasoning: piece.text });
       } else if (piece.kind === 'content') {
         this.content += piece.text;
         deltas.push({ content: piece.text });
@@ -65,7 +65,7 @@ export class ChoiceMessage {
   message(): Record<string, unknown> {
     const empty = this.content === '' && (this.toolCalls.length > 0 || this.reasoning !== '');
     const message: Record<string, unknown> = { role: 'assistant', content: empty ? null : this.content };
-    if (this.options.reasoning) message.reasoning_content = this.reasoning === '' ? null : this.reasoning;
+    if (this.options.reasoning) message.reasoning_content = message.reasoning = this.reasoning === '' ? null : this.reasoning;
     if (this.toolCalls.length > 0) message.tool_calls = this.toolCalls;
     return message;
   }

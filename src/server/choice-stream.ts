@@ -92,7 +92,9 @@ export async function* choiceStream(
           text += matcher.flush();
         }
         const finish = { reason, stopReason, promptTokens: event.promptTokens, completionTokens: Math.max(event.completionTokens, generated) };
-        yield { index, text, tokens: [], finish };
+        // The stop token (EOS or a stop id) is counted and has a logprob but no text: it rides on the finish.
+        const tokens = event.stopToken === undefined ? [] : [{ id: event.stopToken, logprob: event.stopLogprob ?? null }];
+        yield { index, text, tokens, finish };
         return;
       }
     }

@@ -3,12 +3,23 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { TokenLogprob } from '../engine/types.ts';
 import { badRequest, toErrorReply } from './errors.ts';
 import { checkChoiceCount, checkModel, checkTextFits, nowSeconds, responseId, usage, type ServerContext } from './context.ts';
-import { checkPromptTokens, resolveMaxTokens, samplingParams, stopStrings } from './sampling.ts';
+import {
+  checkPromptTokens,
+  checkSamplingExtras,
+  PROMPT_LOGPROBS_WIDTH,
+  promptTokenBound,
+  resolveMaxTokens,
+  samplingParams,
+  stopStrings,
+  truncatePrompt,
+} from './sampling.ts';
 import { SLICE, streamChoices, yieldToEventLoop, type ChoiceDelta, type ChoiceFinish, type ChoiceSpec } from './choice-stream.ts';
-import { LogprobRenderer, type LegacyLogprobs } from './logprobs.ts';
+import { LogprobRenderer, vllmPromptLogprobs, type LegacyLogprobs } from './logprobs.ts';
 import { disconnectSignal, SseWriter } from './sse.ts';
 import type { CompletionBody } from './schemas.ts';
-import { responseFormatSpec } from '../guided/request-spec.ts';
+import { outputConstraintSpec } from '../guided/request-spec.ts';
+import { checkRequestFields } from './request-fields.ts';
+import { constrainedGuide, tokenConstraints } from './token-constraints.ts';
 
 const DEFAULT_MAX_TOKENS = 16;
 
@@ -28,12 +39,12 @@ function promptCount(body: CompletionBody): number {
 /** Token ids of every prompt; text prompts are tokenized off the event loop, echo texts decoded there too. */
 async function parsePrompts(body: CompletionBody, ctx: ServerContext, echo: boolean): Promise<Prompt[]> {
   const p = body.prompt;
-  const maxTokens = ctx.limits.maxModelLen;
+  const maxTokens = promptTokenBound(body, ctx.limits.maxModelLen);
   if (typeof p === 'string' || (p.length > 0 && typeof p[0] === 'string')) {
     const texts = typeof p === 'string' ? [p] : (p as string[]);
-    // The cheap bound first, on the event loop: hopeless text never reaches a tokenizer.
-    texts.forEach((text, i) => checkTextFits(ctx, text, texts.length > 1 ? `prompt[${i}]` : 'prompt'));
-    const ids = await ctx.text.encode(texts, { addSpecialTokens: true, maxTokens, param: 'prompt' });
+    // The cheap bound first, on the event loop: hopeless text never reaches a tokenizer (unless it is truncated after).
+    if (maxTokens === ctx.limits.maxModelLen) texts.forEach((text, i) => checkTextFits(ctx, text, texts.length > 1 ? `prompt[${i}]` : 'prompt'));
+    const ids = await ctx.text.encode(texts, { addSpecialTokens: body.add_special_tokens ?? true, maxTokens, param: 'prompt' });
     return texts.map((text, i) => ({ ids: ids[i], text }));
   }
   const lists = p.length > 0 && Array.isArray(p[0]) ? (p as number[][]) : [p as number[]];
@@ -50,22 +61,31 @@ interface Plan {
   /** echo with max_tokens 0: return the prompt (and its logprobs) only, as vLLM does. */
   echoOnly: boolean;
   logprobs: number | null;
+  /** vLLM's prompt_logprobs: alternatives per prompt token, returned with each choice. */
+  promptLogprobs: number | null;
   model: string;
 }
 
 async function plan(body: CompletionBody, ctx: ServerContext): Promise<Plan> {
+  checkRequestFields(body, 'completions');
   const model = checkModel(ctx, body.model);
   if (body.suffix) throw badRequest("'suffix' is not supported", 'suffix');
   const n = body.n ?? 1;
   checkChoiceCount(promptCount(body), n, ctx.limits.maxChoicesPerRequest);
-  if (body.best_of !== undefined && body.best_of !== null && body.best_of !== n) {
-    throw badRequest("'best_of' other than n is not supported", 'best_of');
-  }
+  checkSamplingExtras(body, n);
   const echo = body.echo === true;
   if (body.max_tokens === 0 && !echo) throw badRequest("'max_tokens' must be at least 1 (0 is allowed only with echo)", 'max_tokens');
   const echoOnly = echo && body.max_tokens === 0;
   const logprobs = body.logprobs ?? null;
+  const promptLogprobs = body.prompt_logprobs ?? null;
   const prompts = await parsePrompts(body, ctx, echo);
+  // vLLM's truncate_prompt_tokens; echo then returns the tokens kept.
+  for (const prompt of prompts) {
+    const kept = truncatePrompt(prompt.ids, body, ctx.limits.maxModelLen);
+    if (kept === prompt.ids) continue;
+    prompt.ids = kept;
+    if (echo) prompt.text = (await ctx.text.decode([kept]))[0];
+  }
   const stops = stopStrings(body);
   const userStopTokenIds = new Set(body.stop_token_ids ?? []);
   const specs: ChoiceSpec[] = [];
@@ -82,7 +102,8 @@ async function plan(body: CompletionBody, ctx: ServerContext): Promise<Plan> {
         params: samplingParams(body, ctx.limits, {
           maxTokens,
           logprobs,
-          promptLogprobs: echo && logprobs !== null ? logprobs : null,
+          // echo's logprobs and prompt_logprobs (vLLM's) both read the prompt's.
+          promptLogprobs: promptLogprobs !== null ? PROMPT_LOGPROBS_WIDTH : echo && logprobs !== null ? logprobs : null,
           seedOffset: i,
         }),
         stops,
@@ -92,7 +113,7 @@ async function plan(body: CompletionBody, ctx: ServerContext): Promise<Plan> {
       });
     }
   }
-  return { prompts, specs, n, echo, echoOnly, logprobs, model };
+  return { prompts, specs, n, echo, echoOnly, logprobs, promptLogprobs, model };
 }
 
 /** Per choice: what has been said so far (text offsets continue from it). */
@@ -102,6 +123,10 @@ class ChoiceState {
   entries: (TokenLogprob | null)[] = [];
   echoPending: boolean;
   finish?: ChoiceFinish;
+  promptEntries: (TokenLogprob | null)[] = [];
+  /** Generated token ids (return_token_ids), and whether a chunk has carried the prompt's. */
+  tokenIds: number[] = [];
+  sentPromptIds = false;
 
   constructor(
     readonly prompt: Prompt,
@@ -137,17 +162,21 @@ export function completionsHandler(ctx: ServerContext) {
   return async (request: FastifyRequest<{ Body: CompletionBody }>, reply: FastifyReply) => {
     const body = request.body;
     const p = await plan(body, ctx);
-    const spec = p.echoOnly ? null : responseFormatSpec(body.response_format);
+    const spec = p.echoOnly ? null : outputConstraintSpec(body);
     if (spec !== null) {
-      if (!ctx.guided) throw badRequest('Guided decoding is not available on this server', 'response_format');
+      if (!ctx.guided) throw badRequest('Guided decoding is not available on this server', spec.param.split('.')[0]);
       const guides = await ctx.guided.guides(spec, p.specs.length);
       p.specs.forEach((choice, i) => (choice.guide = guides[i]));
     }
+    // allowed_token_ids and bad_words, over the grammar's guide where there is one.
+    const tokens = await tokenConstraints(body, ctx);
+    if (tokens) p.specs.forEach((choice) => (choice.guide = constrainedGuide(choice.guide, tokens)));
+    const wantTokenIds = body.return_token_ids === true;
     const abort = disconnectSignal(request, reply);
     const states = p.specs.map((s) => new ChoiceState(p.prompts[Math.floor(s.index / p.n)], p.echo));
     const render = new LogprobRenderer(ctx.tokenizer, body.return_tokens_as_token_ids === true);
     const merged = streamChoices(ctx.engine, ctx.tokenizer, p.specs, abort.signal);
-    const id = responseId('cmpl');
+    const id = responseId('cmpl', body.request_id);
     const created = nowSeconds();
     const promptTokens = p.prompts.reduce((sum, pr) => sum + pr.ids.length, 0);
     const completionTokens = () =>
@@ -163,6 +192,8 @@ export function completionsHandler(ctx: ServerContext) {
           state.text += text;
           state.ids.push(...ids);
           state.entries.push(...entries);
+          if (delta.promptLogprobs) state.promptEntries = delta.promptLogprobs;
+          if (wantTokenIds && !p.echoOnly) state.tokenIds.push(...delta.tokens.map((t) => t.id));
           if (delta.finish) state.finish = delta.finish;
         }
         return {
@@ -176,6 +207,8 @@ export function completionsHandler(ctx: ServerContext) {
             logprobs: p.logprobs === null ? null : render.legacy(s.ids, s.entries, p.logprobs, 0),
             finish_reason: p.echoOnly ? 'length' : (s.finish?.reason ?? null),
             stop_reason: s.finish?.stopReason ?? null,
+            ...(p.promptLogprobs !== null ? { prompt_logprobs: vllmPromptLogprobs(render, s.prompt.ids, s.promptEntries, p.promptLogprobs) } : {}),
+            ...(wantTokenIds ? { prompt_token_ids: s.prompt.ids, token_ids: s.tokenIds } : {}),
           })),
           usage: usage(promptTokens, completionTokens()),
         };
@@ -194,9 +227,12 @@ export function completionsHandler(ctx: ServerContext) {
           const { text, ids, entries } = piece(state, delta, p.echoOnly);
           if (delta.finish) state.finish = delta.finish;
           const wantLogprobs = p.logprobs !== null && ids.length > 0;
-          if (text === '' && !wantLogprobs && !delta.finish) continue;
+          const newTokens = p.echoOnly ? [] : delta.tokens.map((t) => t.id);
+          if (text === '' && !wantLogprobs && !delta.finish && !(wantTokenIds && newTokens.length > 0)) continue;
           const logprobs = wantLogprobs ? logprobsOf(state, ids, entries) : null;
           state.text += text;
+          const promptIds = wantTokenIds && !state.sentPromptIds ? { prompt_token_ids: state.prompt.ids } : {};
+          if (wantTokenIds) state.sentPromptIds = true;
           await sse.send({
             id,
             object: 'text_completion',
@@ -208,6 +244,8 @@ export function completionsHandler(ctx: ServerContext) {
               logprobs,
               finish_reason: delta.finish ? (p.echoOnly ? 'length' : delta.finish.reason) : null,
               stop_reason: delta.finish ? delta.finish.stopReason : null,
+              // return_token_ids: the prompt's ids on the choice's first chunk, then each chunk's new ids.
+              ...(wantTokenIds ? { token_ids: newTokens, ...promptIds } : {}),
             }],
             ...(includeUsage ? { usage: null } : {}),
           });

@@ -3,6 +3,7 @@ import { randomUUID } from 'node:crypto';
 import type { Engine } from '../engine/types.ts';
 import type { TextTokenizer } from '../chat/tokenizer.ts';
 import type { ChatTemplate } from '../chat/template.ts';
+import type { ResponseStore } from './response-store.ts';
 import { ApiError } from './errors.ts';
 import type { Limits } from './sampling.ts';
 import type { GuidedDecoding } from '../guided/guided-decoding.ts';
@@ -24,6 +25,10 @@ export interface ServerContext {
   chatParsers: ChatParsers;
   /** response_format and forced tool calls; absent: such requests get a 400. */
   guided?: GuidedDecoding | null;
+  /** vLLM's --trust-request-chat-template: a request may bring its own chat_template (else a 400). */
+  trustRequestChatTemplate?: boolean;
+  /** Stored Responses API responses (--response-store-size); null: stateless. */
+  responseStore?: ResponseStore | null;
 }
 
 export interface ChatParsers {
@@ -56,8 +61,9 @@ export function checkTextFits(ctx: ServerContext, text: string, param: string): 
   }
 }
 
-export function responseId(prefix: 'cmpl' | 'chatcmpl'): string {
-  return `${prefix}-${randomUUID().replace(/-/g, '')}`;
+/** A response id; vLLM's request_id, when the request gives one, in place of the random part. */
+export function responseId(prefix: 'cmpl' | 'chatcmpl', requestId?: string | null): string {
+  return `${prefix}-${requestId ?? randomUUID().replace(/-/g, '')}`;
 }
 
 export const nowSeconds = () => Math.floor(Date.now() / 1000);

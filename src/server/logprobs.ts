@@ -93,3 +93,34 @@ export function appendLegacy(into: LegacyLogprobs, more: LegacyLogprobs): void {
   into.top_logprobs.push(...more.top_logprobs);
   into.text_offset.push(...more.text_offset);
 }
+
+/** One entry of vLLM's prompt_logprobs. */
+export interface VllmLogprob {
+  logprob: number;
+  /** 1 for the most likely token; null when the token is not among the alternatives the engine reported. */
+  rank: number | null;
+  decoded_token: string;
+}
+
+/**
+ * vLLM's prompt_logprobs: one entry per prompt token, null for the first (nothing precedes it), else
+ * {token id: {logprob, rank, decoded_token}} for the prompt's own token and the `topN` most likely
+ * ones.
+ */
+export function vllmPromptLogprobs(
+  render: LogprobRenderer,
+  ids: readonly number[],
+  entries: readonly (TokenLogprob | null)[],
+  topN: number,
+): (Record<string, VllmLogprob> | null)[] {
+  return ids.map((id, i) => {
+    const entry = i === 0 ? null : (entries[i] ?? null);
+    if (!entry) return null;
+    const at = entry.top.findIndex((t) => t.token === id);
+    const out: Record<string, VllmLogprob> = { [id]: { logprob: clamp(entry.logprob), rank: at < 0 ? null : at + 1, decoded_token: render.token(id) } };
+    entry.top.slice(0, topN).forEach((t, j) => {
+      out[t.token] ??= { logprob: clamp(t.logprob), rank: j + 1, decoded_token: render.token(t.token) };
+    });
+    return out;
+  });
+}

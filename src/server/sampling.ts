@@ -152,6 +152,7 @@ export function samplingParams(body: CommonBody, limits: Limits, o: ParamsOverri
   const bias = parseLogitBias(body.logit_bias, limits.vocabSize);
   if (bias) params.logitBias = bias;
   if (minTokens > 0) params.minTokens = minTokens;
+  if (body.cache_salt !== undefined && body.cache_salt !== null) params.cacheSalt = body.cache_salt;
   return params;
 }
 
@@ -159,4 +160,40 @@ export function samplingParams(body: CommonBody, limits: Limits, o: ParamsOverri
 function seedFor(seed: number | null | undefined, offset: number): number | undefined {
   if (seed === undefined || seed === null) return undefined;
   return Number.isSafeInteger(seed + offset) ? seed + offset : seed - offset;
+}
+
+/**
+ * vLLM's truncate_prompt_tokens: the prompt cut to its last k tokens (truncation_side 'right': its
+ * first k); -1 keeps max_model_len. Shorter prompts stay as they are.
+ */
+export function truncatePrompt(ids: number[], body: CommonBody, maxModelLen: number): number[] {
+  const k = body.truncate_prompt_tokens;
+  if (k === undefined || k === null) return ids;
+  if (k === 0 || k < -1) throw badRequest(`truncate_prompt_tokens must be at least 1, or -1 for max_model_len (got ${k})`, 'truncate_prompt_tokens');
+  const keep = k === -1 ? maxModelLen : k;
+  if (keep > maxModelLen) {
+    throw badRequest(`truncate_prompt_tokens (${k}) must be at most this model's maximum context length (${maxModelLen})`, 'truncate_prompt_tokens');
+  }
+  if (ids.length <= keep) return ids;
+  return body.truncation_side === 'right' ? ids.slice(0, keep) : ids.slice(ids.length - keep);
+}
+
+/** The length bound for tokenizing a prompt: none beyond the body size when it is truncated afterwards. */
+export const promptTokenBound = (body: CommonBody, maxModelLen: number): number =>
+  body.truncate_prompt_tokens === undefined || body.truncate_prompt_tokens === null ? maxModelLen : Number.MAX_SAFE_INTEGER;
+
+/**
+ * Alternatives the engine is asked for per prompt token when prompt_logprobs is set: all 20, so that the
+ * rank of the prompt's own token is known whenever it is among them.
+ */
+export const PROMPT_LOGPROBS_WIDTH = 20;
+
+/** Checks both endpoints share for vLLM's extras whose limits depend on other fields. */
+export function checkSamplingExtras(body: CommonBody, n: number): void {
+  if (body.best_of !== undefined && body.best_of !== null && body.best_of !== n) {
+    throw badRequest(`'best_of' other than n is not supported (best_of ${body.best_of}, n ${n}): candidates are not ranked`, 'best_of');
+  }
+  if (body.prompt_logprobs !== undefined && body.prompt_logprobs !== null && body.stream === true) {
+    throw badRequest('`prompt_logprobs` are not available when `stream=True`.', 'prompt_logprobs');
+  }
 }

@@ -37,6 +37,36 @@ const common = {
   min_tokens: nullable('integer', { minimum: 0 }),
   logit_bias: nullable('object'),
   user: nullable('string'),
+  // vLLM's extensions and the rest of request-fields.ts, typed here; what each does is in that table.
+  best_of: nullable('integer', { minimum: 1 }),
+  use_beam_search: nullable('boolean'),
+  length_penalty: nullable('number'),
+  spaces_between_special_tokens: nullable('boolean'),
+  truncate_prompt_tokens: nullable('integer', { minimum: -1 }),
+  truncation_side: { anyOf: [{ enum: ['left', 'right'] }, { type: 'null' }] },
+  allowed_token_ids: { anyOf: [tokenIds, { type: 'null' }] },
+  bad_words: { anyOf: [{ type: 'array', items: { type: 'string' } }, { type: 'null' }] },
+  prompt_logprobs: nullable('integer', { minimum: 0, maximum: 20 }),
+  add_special_tokens: nullable('boolean'),
+  structured_outputs: nullable('object'),
+  guided_json: { anyOf: [{ type: 'object' }, { type: 'boolean' }, { type: 'string' }, { type: 'null' }] },
+  guided_regex: nullable('string'),
+  guided_choice: { anyOf: [{ type: 'array', items: { type: 'string' } }, { type: 'null' }] },
+  guided_grammar: nullable('string'),
+  guided_decoding_backend: nullable('string'),
+  guided_whitespace_pattern: nullable('string'),
+  priority: nullable('integer'),
+  request_id: nullable('string', { minLength: 1, maxLength: 256 }),
+  logits_processors: nullable('array'),
+  logprob_token_ids: { anyOf: [tokenIds, { type: 'null' }] },
+  repetition_detection: nullable('object'),
+  thinking_token_budget: nullable('integer'),
+  cache_salt: nullable('string', { minLength: 1 }),
+  kv_transfer_params: nullable('object'),
+  ec_transfer_params: nullable('object'),
+  vllm_xargs: nullable('object'),
+  return_token_ids: nullable('boolean'),
+  return_token_offsets: nullable('boolean'),
 };
 
 /** Checked in detail by src/guided/request-spec.ts (json_schema's schema is checked when compiled). */
@@ -60,9 +90,9 @@ export const completionBodySchema = {
     max_tokens: nullable('integer', { minimum: 0 }),
     logprobs: nullable('integer', { minimum: 0, maximum: 20 }),
     echo: nullable('boolean'),
-    best_of: nullable('integer', { minimum: 1 }),
     suffix: nullable('string'),
     response_format: responseFormat,
+    prompt_embeds: {},
   },
 } as const;
 
@@ -103,6 +133,29 @@ export const chatBodySchema = {
     response_format: responseFormat,
     chat_template_kwargs: nullable('object'),
     add_generation_prompt: nullable('boolean'),
+    continue_final_message: nullable('boolean'),
+    echo: nullable('boolean'),
+    documents: { anyOf: [{ type: 'array', items: { type: 'object' } }, { type: 'null' }] },
+    chat_template: nullable('string'),
+    reasoning_effort: { anyOf: [{ enum: ['none', 'minimal', 'low', 'medium', 'high', 'xhigh'] }, { type: 'null' }] },
+    include_reasoning: nullable('boolean'),
+    mm_processor_kwargs: nullable('object'),
+    structural_tag: nullable('string'),
+    functions: { anyOf: [{ type: 'array', items: { type: 'object' } }, { type: 'null' }] },
+    function_call: { anyOf: [{ type: 'string' }, { type: 'object' }, { type: 'null' }] },
+    max_repetition_pattern_size: nullable('integer'),
+    min_repetition_pattern_size: nullable('integer'),
+    repetition_min_count: nullable('integer'),
+    metadata: nullable('object'),
+    store: nullable('boolean'),
+    service_tier: nullable('string'),
+    prompt_cache_key: nullable('string'),
+    safety_identifier: nullable('string'),
+    prediction: nullable('object'),
+    modalities: { anyOf: [{ type: 'array', items: { type: 'string' } }, { type: 'null' }] },
+    audio: nullable('object'),
+    web_search_options: nullable('object'),
+    verbosity: nullable('string'),
   },
 } as const;
 
@@ -134,6 +187,18 @@ export interface CommonBody {
   min_p?: number | null;
   min_tokens?: number | null;
   user?: string | null;
+  best_of?: number | null;
+  truncate_prompt_tokens?: number | null;
+  truncation_side?: 'left' | 'right' | null;
+  allowed_token_ids?: number[] | null;
+  bad_words?: string[] | null;
+  prompt_logprobs?: number | null;
+  add_special_tokens?: boolean | null;
+  request_id?: string | null;
+  return_token_ids?: boolean | null;
+  cache_salt?: string | null;
+  /** The rest of request-fields.ts (guided_*, structured_outputs, the refused and ignored ones), read by name. */
+  [field: string]: unknown;
 }
 
 export interface CompletionBody extends CommonBody {
@@ -141,7 +206,6 @@ export interface CompletionBody extends CommonBody {
   max_tokens?: number | null;
   logprobs?: number | null;
   echo?: boolean | null;
-  best_of?: number | null;
   suffix?: string | null;
   response_format?: ResponseFormatBody | null;
 }
@@ -164,4 +228,12 @@ export interface ChatBody extends CommonBody {
   response_format?: ResponseFormatBody | null;
   chat_template_kwargs?: Record<string, unknown> | null;
   add_generation_prompt?: boolean | null;
+  continue_final_message?: boolean | null;
+  echo?: boolean | null;
+  documents?: Record<string, unknown>[] | null;
+  chat_template?: string | null;
+  reasoning_effort?: string | null;
+  include_reasoning?: boolean | null;
+  functions?: Record<string, unknown>[] | null;
+  function_call?: string | Record<string, unknown> | null;
 }

@@ -49,6 +49,11 @@ export class SseWriter {
     await this.write(`data: ${JSON.stringify(data)}\n\n`);
   }
 
+  /** Writes one named event (`event: NAME` then `data: {...}`), as the Responses API streams. */
+  async sendEvent(name: string, data: unknown): Promise<void> {
+    await this.write(`event: ${name}\ndata: ${JSON.stringify(data)}\n\n`);
+  }
+
   async done(): Promise<void> {
     await this.write('data: [DONE]\n\n');
     this.end();

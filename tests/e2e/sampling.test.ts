@@ -176,7 +176,8 @@ describe('sampling over the real engine', () => {
     const k = greedy.ids.findIndex((id, i) => i >= 2 && !greedy.ids.slice(0, i).includes(id));
     expect(k).toBeGreaterThanOrEqual(2);
     const r = await one({ temperature: 0, max_tokens: 8, stop_token_ids: [greedy.ids[k]] });
-    expect(r.ids).toEqual(greedy.ids.slice(0, k));
+    // The stop token is counted and has its logprob entry, as in vLLM; its text is not returned.
+    expect(r.ids).toEqual(greedy.ids.slice(0, k + 1));
     expect(r.finish).toBe('stop');
     expect(r.stopReason).toBe(greedy.ids[k]);
   });
@@ -189,13 +190,16 @@ describe('sampling over the real engine', () => {
     expect(ignored.ids).toEqual(Array(5).fill(EOS));
     expect(ignored.finish).toBe('length');
     const held = await one({ ...eos, min_tokens: 3 });
-    expect(held.ids).toHaveLength(3);
-    expect(held.ids).not.toContain(EOS);
+    // three tokens, then the EOS (counted, with its logprob entry)
+    expect(held.ids).toHaveLength(4);
+    expect(held.ids.slice(0, 3)).not.toContain(EOS);
+    expect(held.ids[3]).toBe(EOS);
     expect(held.finish).toBe('stop');
     // min_tokens holds off user stop_token_ids as well.
     const target = 4242;
     const user = await one({ temperature: 0, max_tokens: 6, logit_bias: { [target]: 100 }, stop_token_ids: [target], min_tokens: 2 });
-    expect(user.ids).toHaveLength(2);
+    expect(user.ids).toHaveLength(3);
+    expect(user.ids[2]).toBe(target);
     expect(user.stopReason).toBe(target);
     // ...and stop strings, which count only once more than min_tokens tokens are out (vLLM).
     const yes = { model: MODEL, messages: [{ role: 'user' as const, content: 'x' }], max_tokens: 6, stop: 'Yes', logit_bias: { [loaded.tokenizer.encode('Yes')[0]]: 100 } };

@@ -36,6 +36,33 @@ describe('Qwen3 chat template (real tokenizer_config.json)', () => {
     );
   });
 
+  it("renders OpenAI's developer role as a system message, in its place (Qwen3's template alone drops it)", () => {
+    // first: the system prompt, exactly as a system message
+    const first = [{ role: 'developer', content: 'Answer in French.' }, { role: 'user', content: 'Hi' }];
+    expect(template.render(first)).toBe(template.render([{ role: 'system', content: 'Answer in French.' }, first[1]]));
+    expect(template.render(first)).toBe('<|im_start|>system\nAnswer in French.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n');
+    // with tools: ahead of the tool list, in the one system block
+    const tools = [{ type: 'function', function: { name: 'search', parameters: { type: 'object', properties: {} } } }];
+    const withTools = template.render(first, { tools });
+    expect(withTools.startsWith('<|im_start|>system\nAnswer in French.\n\n# Tools\n')).toBe(true);
+    expect(withTools).toBe(template.render([{ role: 'system', content: 'Answer in French.' }, first[1]], { tools }));
+    // after a system message: a system turn of its own, where it was sent
+    const both = template.render([
+      { role: 'system', content: 'You are terse.' },
+      { role: 'user', content: 'Hi' },
+      { role: 'developer', content: 'Now answer in French.' },
+    ]);
+    expect(both).toBe(
+      '<|im_start|>system\nYou are terse.<|im_end|>\n' +
+        '<|im_start|>user\nHi<|im_end|>\n' +
+        '<|im_start|>system\nNow answer in French.<|im_end|>\n' +
+        '<|im_start|>assistant\n',
+    );
+    // a template that names the role itself gets it as sent
+    const own = createChatTemplate({ chat_template: "{% for m in messages %}[{{ m.role }}]{% if m.role == 'developer' %}dev{% endif %}{% endfor %}" })!;
+    expect(own.render(first)).toBe('[developer]dev[user]');
+  });
+
   it('without add_generation_prompt ends after the last message', () => {
     expect(template.render([{ role: 'user', content: 'Q' }], { addGenerationPrompt: false })).toBe('<|im_start|>user\nQ<|im_end|>\n');
   });

@@ -123,6 +123,26 @@ describe('engine with a fake model', () => {
     expect(ignored.finish.reason).toBe('length');
   });
 
+  it("reports the stop token's logprob with the finish when logprobs are asked (it is counted, so it is covered)", async () => {
+    const prompt = promptOf(8, 3);
+    const ref = reference(prompt, { maxTokens: 20, temperature: 0, seed: 0, stop: [] });
+    const k = ref.tokens.findIndex((t, i) => i >= 2 && ref.tokens.indexOf(t) === i);
+    const stopTok = ref.tokens[k];
+    const { engine } = setup({ eosTokenIds: [stopTok] });
+    for (const p of [params({ maxTokens: 20, stopTokenIds: [stopTok], logprobs: 2 }), params({ maxTokens: 20, ignoreEos: false, logprobs: 0 })]) {
+      const r = await collect(engine.generate({ promptTokens: prompt, params: p }));
+      const tokenEvents = r.events.filter((e) => e.type === 'token');
+      expect(tokenEvents).toHaveLength(k);
+      if (r.finish.type !== 'finish') throw new Error('unreachable');
+      expect(r.finish.completionTokens).toBe(k + 1);
+      const lsm = logSoftmax(logitsOf([...prompt, ...ref.tokens.slice(0, k)]));
+      expect(r.finish.stopLogprob!.token).toBe(stopTok);
+      expect(r.finish.stopLogprob!.logprob).toBeCloseTo(lsm[stopTok], 5);
+      expect(r.finish.stopLogprob!.top.map((t) => t.token)).toEqual(topN(lsm, p.logprobs!));
+    }
+    await engine.close();
+  });
+
   it('reports prompt logprobs once, before tokens, across prefill chunks', async () => {
     const { model, engine } = setup({ maxNumBatchedTokens: 8, maxNumSeqs: 4, enablePrefixCaching: true });
     const prompt = promptOf(30, 4);

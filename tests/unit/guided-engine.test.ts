@@ -122,6 +122,15 @@ describe('engine with a guide', () => {
     await engine.close();
   });
 
+  it('a complete output with logprobs asked: the EOS that ends it comes with its logprob (every counted token covered)', async () => {
+    const { engine } = setup();
+    const guide = new ScriptedGuide([5, 17, 40]);
+    const r = await collect(engine.generate({ promptTokens: [1, 2, 3], params: params({ logprobs: 1 }), guide }));
+    expect(r.events.filter((e) => e.type === 'token')).toHaveLength(3);
+    expect(r.finish).toMatchObject({ reason: 'stop', stopToken: EOS, completionTokens: 4, stopLogprob: { token: EOS } });
+    await engine.close();
+  });
+
   it("leaves 'free' steps unmasked (reasoning before the grammar)", async () => {
     const { model, engine } = setup();
     const guide = new ScriptedGuide([7, 8], 3);

@@ -35,7 +35,8 @@ const servers: FastifyInstance[] = [];
 
 async function serve(script: number[], template: ChatTemplate = qwen3, extra: Partial<AppOptions> = {}) {
   const engine = new ScriptedEngine(script);
-  const app = buildApp({ engine, tokenizer: qwen3Tokenizer(), template, servedModelName: 'tiny', ...extra });
+  // --reasoning-parser qwen3 (off unless named, as vLLM); a test turns it off with { reasoningParser: null }.
+  const app = buildApp({ engine, tokenizer: qwen3Tokenizer(), template, servedModelName: 'tiny', reasoningParser: 'qwen3', ...extra });
   servers.push(app);
   return { engine, app, client: new OpenAI({ baseURL: `${await listenLoopback(app)}/v1`, apiKey: 'unused', maxRetries: 0 }) };
 }
@@ -60,7 +61,9 @@ async function collect(stream: AsyncIterable<OpenAI.ChatCompletionChunk>, index 
     out.chunks.push(chunk);
     for (const c of chunk.choices) {
       if (c.index !== index) continue;
-      const delta = c.delta as OpenAI.ChatCompletionChunk.Choice.Delta & { reasoning_content?: string };
+      const delta = c.delta as OpenAI.ChatCompletionChunk.Choice.Delta & { reasoning_content?: string; reasoning?: string };
+      // vLLM's newer name rides along with every reasoning delta
+      expect(delta.reasoning).toBe(delta.reasoning_content);
       if (delta.role) out.role = delta.role;
       if (delta.reasoning_content) out.reasoning = (out.reasoning ?? '') + delta.reasoning_content;
       if (delta.content) out.content = (out.content ?? '') + delta.content;
@@ -106,8 +109,9 @@ describe('tool calls and reasoning over HTTP (scripted engine, openai client)', 
     const res = await client.chat.completions.create({ model: 'tiny', messages: MESSAGES, tools: TOOLS });
     const choice = res.choices[0];
     expect(choice.finish_reason).toBe('tool_calls');
-    const message = choice.message as OpenAI.ChatCompletionMessage & { reasoning_content?: string };
+    const message = choice.message as OpenAI.ChatCompletionMessage & { reasoning_content?: string; reasoning?: string };
     expect(message.reasoning_content).toBe(REASONING);
+    expect(message.reasoning).toBe(REASONING);
     expect(message.content).toBe('Checking both.');
     const calls = message.tool_calls as OpenAI.ChatCompletionMessageFunctionToolCall[];
     expect(calls).toHaveLength(2);
@@ -166,10 +170,13 @@ describe('tool calls and reasoning over HTTP (scripted engine, openai client)', 
     }
   });
 
-  it('logprobs still cover every generated token when text is held back for parsing', async () => {
-    const chunks = await collect(await client.chat.completions.create({ model: 'tiny', messages: MESSAGES, tools: TOOLS, stream: true, logprobs: true }));
+  it('logprobs still cover every generated token when text is held back for parsing, EOS included', async () => {
+    const chunks = await collect(await client.chat.completions.create({ model: 'tiny', messages: MESSAGES, tools: TOOLS, stream: true, logprobs: true, stream_options: { include_usage: true } }));
     const entries = chunks.chunks.flatMap((c) => c.choices.flatMap((ch) => ch.logprobs?.content ?? []));
-    expect(entries).toHaveLength(qwen3Tokenizer().encode(REPLY).length);
+    // every counted token, the EOS that ended the reply too (as vLLM: its text, though not in the content)
+    expect(entries).toHaveLength(qwen3Tokenizer().encode(REPLY).length + 1);
+    expect(entries).toHaveLength(chunks.chunks.at(-1)!.usage!.completion_tokens);
+    expect(entries.at(-1)!.token).toBe('<|im_end|>');
   });
 
   it('refuses bad tools and tool calls with OpenAI-shaped 400s naming the parameter', async () => {
@@ -219,13 +226,47 @@ describe('edge replies over HTTP', () => {
     expect((cut.choices[0].message as { reasoning_content?: string }).reasoning_content).toBe('Thinking it over');
   });
 
+  it('without a reasoning parser (the default, as vLLM) a reply cut off while thinking is content, never null', async () => {
+    const script = [...qwen3Tokenizer().encode('Thinking it over.\n</think>\n\nThe answer is 4.'), EOS];
+    const engine = new ScriptedEngine(script);
+    const app = buildApp({ engine, tokenizer: qwen3Tokenizer(), template: thinkingTemplate, servedModelName: 'tiny' });
+    servers.push(app);
+    const client = new OpenAI({ baseURL: `${await listenLoopback(app)}/v1`, apiKey: 'unused', maxRetries: 0 });
+    const messages: OpenAI.ChatCompletionMessageParam[] = [{ role: 'user', content: '2+2?' }];
+    const whole = await client.chat.completions.create({ model: 'tiny', messages });
+    expect(whole.choices[0].message.content).toBe('Thinking it over.\n</think>\n\nThe answer is 4.');
+    const cut = await client.chat.completions.create({ model: 'tiny', messages, max_tokens: 3 });
+    expect(cut.choices[0].message.content).toBe('Thinking it over');
+    expect(cut.choices[0].finish_reason).toBe('length');
+    for (const res of [whole, cut]) {
+      expect('reasoning_content' in res.choices[0].message).toBe(false);
+      expect('reasoning' in res.choices[0].message).toBe(false);
+    }
+    let streamed = '';
+    for await (const chunk of await client.chat.completions.create({ model: 'tiny', messages, max_tokens: 3, stream: true })) {
+      const delta = chunk.choices[0]?.delta as { content?: string; reasoning_content?: string; reasoning?: string } | undefined;
+      expect(delta?.reasoning_content ?? delta?.reasoning).toBeUndefined();
+      streamed += delta?.content ?? '';
+    }
+    expect(streamed).toBe('Thinking it over');
+  });
+
   it('the parsers can be switched off (vLLM without --reasoning-parser / --tool-call-parser)', async () => {
     const { client } = await serve([...qwen3Tokenizer().encode(REPLY), EOS], qwen3, { reasoningParser: null, toolCallParser: null });
     const res = await client.chat.completions.create({ model: 'tiny', messages: MESSAGES, tools: TOOLS, tool_choice: 'none' });
     expect(res.choices[0].message.content).toBe(REPLY);
     expect('reasoning_content' in res.choices[0].message).toBe(false);
+    expect('reasoning' in res.choices[0].message).toBe(false);
     const err = await client.chat.completions.create({ model: 'tiny', messages: MESSAGES, tools: TOOLS }).then(() => null, (e: unknown) => e);
     expect((err as InstanceType<typeof OpenAI.BadRequestError>).param).toBe('tool_choice');
+  });
+
+  it("a developer message reaches the model as the system message (OpenAI's meaning), not dropped", async () => {
+    const { client, engine } = await serve([...qwen3Tokenizer().encode('Bonjour.'), EOS]);
+    await client.chat.completions.create({ model: 'tiny', messages: [{ role: 'developer', content: 'Answer in French.' }, { role: 'user', content: 'Hi' }] });
+    expect(qwen3Tokenizer().decode(engine.requests[0].promptTokens)).toBe(
+      '<|im_start|>system\nAnswer in French.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n',
+    );
   });
 
   it('an invalid block stays content verbatim and nothing crashes', async () => {

@@ -59,6 +59,8 @@ export class ScriptedEngine implements Engine {
       promptTokens: req.promptTokens.length,
       completionTokens: produced,
       ...(stopToken === undefined ? {} : { stopToken }),
+      // As the engine: the stop token is counted, and its logprob comes with the finish.
+      ...(stopToken === undefined || params.logprobs === null ? {} : { stopLogprob: fakeLogprob(stopToken, produced, params.logprobs) }),
     });
     try {
       for (const token of this.script) {
