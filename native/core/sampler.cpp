@@ -144,4 +144,27 @@ int32_t sample_token(const VecMath& m, const float* l, int V, float temperature,
   return ids[n - 1];
 }
 
+SeqProcessing processing_of(const StepInput& in, int q, int vocab) {
+  SeqProcessing p;
+  if (!in.presence_penalty.empty()) p.presence = in.presence_penalty[q];
+  if (!in.frequency_penalty.empty()) p.frequency = in.frequency_penalty[q];
+  if (!in.repetition_penalty.empty()) p.repetition = in.repetition_penalty[q];
+  if (!in.output_start.empty()) {
+    p.out_ids = in.output_ids.data() + in.output_start[q];
+    p.out_counts = in.output_counts.data() + in.output_start[q];
+    p.n_out = in.output_start[q + 1] - in.output_start[q];
+  }
+  if (!in.prompt_start.empty()) {
+    p.prompt_ids = in.prompt_ids.data() + in.prompt_start[q];
+    p.n_prompt = in.prompt_start[q + 1] - in.prompt_start[q];
+  }
+  if (!in.bias_start.empty()) {
+    p.bias_ids = in.bias_ids.data() + in.bias_start[q];
+    p.bias_values = in.bias_values.data() + in.bias_start[q];
+    p.n_bias = in.bias_start[q + 1] - in.bias_start[q];
+  }
+  if (!in.has_mask.empty() && in.has_mask[q]) p.mask = in.allowed_mask.data() + static_cast<size_t>(q) * ((vocab + 31) / 32);
+  return p;
+}
+
 }  // namespace moe

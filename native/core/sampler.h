@@ -4,6 +4,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "core/step-io.h"
+
 namespace moe {
 
 // The vocabulary-wide reductions, supplied by the backend (SIMD on the CPU).
@@ -33,6 +35,9 @@ struct SeqProcessing {
   const uint32_t* mask = nullptr;  // ceil(V / 32) words, bit set = allowed
   bool active() const { return presence != 0 || frequency != 0 || repetition != 1 || n_bias > 0 || mask; }
 };
+
+// Sequence q's processing as the step carries it (pointers into in's CSR arrays; neutral where a field is absent).
+SeqProcessing processing_of(const StepInput& in, int q, int vocab);
 
 // In place: logit_bias, then the allowed mask (others -inf), then repetition over prompt ∪ output (once per
 // distinct token), then frequency × count + presence over the output.
