@@ -3,6 +3,7 @@ import { Command } from 'commander';
 import { serveCommand } from './serve-cmd.ts';
 import { infoCommand } from './info-cmd.ts';
 import { makeModelCommand } from './make-model-cmd.ts';
+import { researchCommand } from './research-cmd.ts';
 import { packageVersion } from './package-info.ts';
 
 const program = new Command('moeserve')
@@ -10,7 +11,8 @@ const program = new Command('moeserve')
   .version(packageVersion())
   .addCommand(serveCommand())
   .addCommand(infoCommand())
-  .addCommand(makeModelCommand());
+  .addCommand(makeModelCommand())
+  .addCommand(researchCommand());
 
 try {
   await program.parseAsync(process.argv);

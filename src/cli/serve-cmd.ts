@@ -2,6 +2,7 @@
 import os from 'node:os';
 import path from 'node:path';
 import { Command, Option } from 'commander';
+import type { FastifyInstance } from 'fastify';
 import { buildApp, DEFAULT_MAX_CHOICES_PER_REQUEST, DEFAULT_MAX_CONNECTIONS, DEFAULT_TIMEOUT_MS } from '../server/app.ts';
 import { DEFAULT_TOKENIZER_WORKERS } from '../chat/text-service.ts';
 import { DEFAULT_SHUTDOWN_TIMEOUT_S, drain } from '../server/drain.ts';
@@ -60,8 +61,62 @@ export interface ServeOptions {
   tokenizerWorkers: number;
 }
 
+/** Where startServer's start-up log goes (serve: stdout and stderr; research --serve: stderr only). */
+export interface ServeLog {
+  log(line: string): void;
+  warn(line: string): void;
+  /** The load progress bar's stream (drawn only on a TTY). */
+  progress: NodeJS.WriteStream;
+}
+
+const CONSOLE_LOG: ServeLog = { log: (line) => console.log(line), warn: (line) => console.warn(line), progress: process.stdout };
+
+/** A server started by startServer: listening at `address` (its origin), its model loaded. */
+export interface StartedServer {
+  app: FastifyInstance;
+  loaded: LoadedModel;
+  names: string[];
+  address: string;
+  guidedDecoding: ReturnType<typeof guidedDecodingFor>;
+}
+
 export async function serve(modelDirArg: string | undefined, opts: ServeOptions): Promise<void> {
-  const modelDir = path.resolve(modelDirArg ?? (await ensureDemoModel()));
+  const { app, loaded, names, address, guidedDecoding } = await startServer(modelDirArg, opts);
+  let closing = false;
+  const shutdown = async (signal: string) => {
+    if (closing) {
+      console.log(`${signal} again: exiting now`);
+      process.exit(1);
+    }
+    closing = true;
+    const grace = opts.shutdownTimeout;
+    console.log(`${signal}: draining (no new connections; running requests have ${grace} s to finish, --shutdown-timeout)`);
+    try {
+      await drain(app, loaded.engine, grace * 1000);
+      await guidedDecoding.close();
+    } catch (err) {
+      console.error(`shutdown failed: ${(err as Error).message}`);
+      process.exit(1);
+    }
+    console.log('shut down');
+    process.exit(0);
+  };
+  process.on('SIGINT', () => void shutdown('SIGINT'));
+  process.on('SIGTERM', () => void shutdown('SIGTERM'));
+  console.log(
+    `serving ${JSON.stringify(names[0])} (max_model_len ${loaded.maxModelLen}, ` +
+      `KV cache ${loaded.kvBlocks} blocks × ${loaded.blockSize} tokens) at ${address}/v1` +
+      (opts.apiKey ? ' (API key required)' : ''),
+  );
+}
+
+/**
+ * Loads the model (the demo model without a directory), builds the app, warms its workers and listens on
+ * opts.host:opts.port: everything `serve` does but the signal handlers and the "serving" line.
+ */
+export async function startServer(modelDirArg: string | undefined, opts: ServeOptions, out: ServeLog = CONSOLE_LOG): Promise<StartedServer> {
+  const console = { log: out.log, warn: out.warn };
+  const modelDir = path.resolve(modelDirArg ?? (await ensureDemoModel(out.log)));
   // Resolved here too, so that an unusable --device cuda fails before anything is read or logged.
   const device = resolveDevice(opts.device, loadAddon().backends());
   const dummy = opts.loadFormat === 'dummy';
@@ -70,7 +125,7 @@ export async function serve(modelDirArg: string | undefined, opts: ServeOptions)
       `${opts.device === 'auto' ? ' (--device auto)' : ''}, ${plural(opts.threads, device === 'cuda' ? 'host thread' : 'thread')}` +
       (dummy ? ", random weights of config.json's shapes (--load-format dummy)" : ''),
   );
-  const progress = byteProgress(dummy ? 'generating weights' : device === 'cuda' ? 'uploading weights' : 'loading weights');
+  const progress = byteProgress(dummy ? 'generating weights' : device === 'cuda' ? 'uploading weights' : 'loading weights', out.progress);
   const loaded = await loadServedModel({
     dir: modelDir,
     device,
@@ -136,33 +191,8 @@ export async function serve(modelDirArg: string | undefined, opts: ServeOptions)
       console.warn(`guided decoding unavailable until a request retries it: ${(err as Error).message}`);
     }),
   ]);
-  let closing = false;
-  const shutdown = async (signal: string) => {
-    if (closing) {
-      console.log(`${signal} again: exiting now`);
-      process.exit(1);
-    }
-    closing = true;
-    const grace = opts.shutdownTimeout;
-    console.log(`${signal}: draining (no new connections; running requests have ${grace} s to finish, --shutdown-timeout)`);
-    try {
-      await drain(app, loaded.engine, grace * 1000);
-      await guidedDecoding.close();
-    } catch (err) {
-      console.error(`shutdown failed: ${(err as Error).message}`);
-      process.exit(1);
-    }
-    console.log('shut down');
-    process.exit(0);
-  };
-  process.on('SIGINT', () => void shutdown('SIGINT'));
-  process.on('SIGTERM', () => void shutdown('SIGTERM'));
   const address = await app.listen({ host: opts.host, port: opts.port });
-  console.log(
-    `serving ${JSON.stringify(names[0])} (max_model_len ${loaded.maxModelLen}, ` +
-      `KV cache ${loaded.kvBlocks} blocks × ${loaded.blockSize} tokens) at ${address}/v1` +
-      (opts.apiKey ? ' (API key required)' : ''),
-  );
+  return { app, loaded, names, address, guidedDecoding };
 }
 
 /** The start-up log's device line: where the model runs, its memory, and the weights' size on it. */
