@@ -12,9 +12,12 @@ namespace moe {
 std::unique_ptr<Backend> make_backend(const BackendOptions& o) {
   if (o.kind == "cpu") {
     const KernelSet& k = o.cpu_kernels.empty() ? select_kernels() : kernels_by_name(o.cpu_kernels);
-    return std::make_unique<CpuBackend>(o.threads, k);
+    return std::make_unique<CpuBackend>(o.threads, k, o.kv_dtype);
   }
   if (o.kind == "cuda") {
+    if (o.kv_dtype != DType::BF16) {
+      throw std::runtime_error("the CUDA backend keeps its KV cache in bf16 only (--kv-cache-dtype auto or bf16; f32 is for the CPU backend)");
+    }
 #ifdef MOESERVE_WITH_CUDA
     const CudaInfo info = cuda_info();
     if (!info.usable) throw std::runtime_error("CUDA backend not usable: " + info.why_not);

@@ -13,6 +13,7 @@ struct BackendOptions {
   int threads = 1;           // CPU worker threads (CUDA: host threads for load-time work)
   int device = 0;            // CUDA device ordinal
   std::string cpu_kernels;   // CPU kernel set by name ("scalar", "avx2", ...); "" = the best this CPU runs
+  DType kv_dtype = DType::F32;  // the KV cache's storage: F32 (CPU only; CUDA refuses it) or BF16
 };
 
 // Throws std::runtime_error naming why when the kind is unknown, not compiled in, or not usable here.

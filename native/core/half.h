@@ -12,6 +12,14 @@ inline float bf16_to_f32(uint16_t h) {
   return f;
 }
 
+// Round to nearest even; NaN stays NaN (quieted), ±inf and overflow to ±inf as IEEE rounding gives.
+inline uint16_t f32_to_bf16(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40u);
+  return static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
 inline float f16_to_f32(uint16_t h) {
   uint32_t sign = (h & 0x8000u) << 16, exp = (h >> 10) & 0x1f, man = h & 0x3ffu, u;
   if (exp == 0) {

@@ -6,8 +6,10 @@
 
 namespace moe {
 
-CpuBackend::CpuBackend(int threads, const KernelSet& kernels)
-    : pool_(std::max(1, threads)), k_(kernels), thread_scratch_(static_cast<size_t>(std::max(1, threads))) {}
+CpuBackend::CpuBackend(int threads, const KernelSet& kernels, DType kv_dtype)
+    : pool_(std::max(1, threads)), k_(kernels), thread_scratch_(static_cast<size_t>(std::max(1, threads))), kv_dtype_(kv_dtype) {
+  if (kv_dtype != DType::BF16 && kv_dtype != DType::F32) throw std::invalid_argument("the CPU's KV cache is bf16 or f32");
+}
 
 std::string CpuBackend::name() const { return std::string("cpu/") + k_.name; }
 
@@ -38,16 +40,24 @@ void CpuBackend::reserve(int max_tokens) {
 void CpuBackend::init_kv(int num_blocks, int block_size) {
   block_size_ = block_size;
   const size_t n = static_cast<size_t>(num_blocks) * block_size * cfg_.kv_dim();
+  const bool bf16 = kv_dtype_ == DType::BF16;
   k_cache_.assign(cfg_.layers, std::vector<float>());
   v_cache_.assign(cfg_.layers, std::vector<float>());
+  k_cache16_.assign(cfg_.layers, std::vector<uint16_t>());
+  v_cache16_.assign(cfg_.layers, std::vector<uint16_t>());
   for (int l = 0; l < cfg_.layers; l++) {
-    k_cache_[l].assign(n, 0.0f);
-    v_cache_[l].assign(n, 0.0f);
+    if (bf16) {
+      k_cache16_[l].assign(n, 0);
+      v_cache16_[l].assign(n, 0);
+    } else {
+      k_cache_[l].assign(n, 0.0f);
+      v_cache_[l].assign(n, 0.0f);
+    }
   }
 }
 
 size_t CpuBackend::kv_bytes_per_token() const {
-  return static_cast<size_t>(cfg_.layers) * 2 * cfg_.kv_dim() * sizeof(float);
+  return static_cast<size_t>(cfg_.layers) * 2 * cfg_.kv_dim() * dtype_size(kv_dtype_);
 }
 
 void CpuBackend::begin_step(const StepMeta& m) {

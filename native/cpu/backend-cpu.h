@@ -13,12 +13,13 @@ namespace moe {
 
 class CpuBackend : public Backend {
  public:
-  CpuBackend(int threads, const KernelSet& kernels);
+  // kv_dtype: the KV cache's storage, BF16 (k and v rounded to nearest even as they are written) or F32 (exact).
+  CpuBackend(int threads, const KernelSet& kernels, DType kv_dtype = DType::F32);
   std::string name() const override;
 
   void place_weights(const ModelConfig& cfg, ModelWeights w, const PlaceOptions& o) override;  // place-cpu.cpp
   const WeightStats& weight_stats() const override { return stats_; }
-  DType kv_dtype() const override { return DType::F32; }
+  DType kv_dtype() const override { return kv_dtype_; }
   size_t kv_bytes_per_token() const override;
   void reserve(int max_tokens) override;
   const Workspace& workspace() const override { return ws_; }
@@ -69,8 +70,11 @@ class CpuBackend : public Backend {
   int T_ = 0, S_ = 0, table_width_ = 0;
   std::vector<int32_t> tokens_, positions_, seq_of_token_, block_tables_;
   std::vector<int64_t> slots_;
-  // KV pool: per layer, [num_blocks × block_size][kv_dim] for K and for V.
+  // KV pool: per layer, [num_blocks × block_size][kv_dim] for K and for V, in f32 or bf16 (kv_dtype_; the
+  // other pair stays empty).
+  DType kv_dtype_;
   std::vector<std::vector<float>> k_cache_, v_cache_;
+  std::vector<std::vector<uint16_t>> k_cache16_, v_cache16_;
   int block_size_ = 0;
 };
 

@@ -255,9 +255,15 @@ inline __m512 reduce16(const __m512* v) {
   return _mm512_add_ps(_mm512_shuffle_f32x4(d01, d23, 0x88), _mm512_shuffle_f32x4(d01, d23, 0xDD));
 }
 
+// A KV row's 16 elements from p (f32, or bf16 widened exactly), lanes off in m read as 0.
+inline __m512 load_kv(const float* p, __mmask16 m) { return _mm512_maskz_loadu_ps(m, p); }
+inline __m512 load_kv(const uint16_t* p, __mmask16 m) {
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p)), 16));
+}
+
 // dst[j] = scale · dot(qg, k + j·stride) for j < n ≤ 16; head_dim in C chunks of 16 (the last masked).
-template <int C>
-inline void scores16(const float* qg, int hd, const float* k, int64_t stride, int64_t n, float scale, float* dst) {
+template <int C, class KV>
+inline void scores16(const float* qg, int hd, const KV* k, int64_t stride, int64_t n, float scale, float* dst) {
   __m512 qv[C];
   __mmask16 m[C];
   for (int c = 0; c < C; c++) {
@@ -269,21 +275,31 @@ inline void scores16(const float* qg, int hd, const float* k, int64_t stride, in
   for (int j = 0; j < 16; j++) {
     acc[j] = _mm512_setzero_ps();
     if (j >= n) continue;
-    const float* kj = k + j * stride;
-    for (int c = 0; c < C; c++) acc[j] = _mm512_fmadd_ps(qv[c], _mm512_maskz_loadu_ps(m[c], kj + 16 * c), acc[j]);
+    const KV* kj = k + j * stride;
+    for (int c = 0; c < C; c++) acc[j] = _mm512_fmadd_ps(qv[c], load_kv(kj + 16 * c, m[c]), acc[j]);
   }
   _mm512_mask_storeu_ps(dst, n >= 16 ? static_cast<__mmask16>(0xffff) : tail_mask(n),
                         _mm512_mul_ps(reduce16(acc), _mm512_set1_ps(scale)));
 }
 
-void attn_scores512(const float* q, int group, int hd, const float* k, int64_t stride, int64_t n, float scale,
-                    float* scores, int64_t ld) {
+inline void scores_fallback(const float* qg, int hd, const float* k, int64_t stride, int64_t n, float scale, float* dst,
+                            int64_t ld) {
+  attn_scores_scalar(qg, 1, hd, k, stride, n, scale, dst, ld);
+}
+inline void scores_fallback(const float* qg, int hd, const uint16_t* k, int64_t stride, int64_t n, float scale,
+                            float* dst, int64_t ld) {
+  attn_scores_bf16_scalar(qg, 1, hd, k, stride, n, scale, dst, ld);
+}
+
+template <class KV>
+void attn_scores_t(const float* q, int group, int hd, const KV* k, int64_t stride, int64_t n, float scale,
+                   float* scores, int64_t ld) {
   const int chunks = (hd + 15) / 16;
   for (int g = 0; g < group; g++) {
     const float* qg = q + g * hd;
     for (int64_t j0 = 0; j0 < n; j0 += 16) {
       const int64_t len = std::min<int64_t>(16, n - j0);
-      const float* kb = k + j0 * stride;
+      const KV* kb = k + j0 * stride;
       float* dst = scores + g * ld + j0;
       switch (chunks) {
         case 1: scores16<1>(qg, hd, kb, stride, len, scale, dst); break;
@@ -294,14 +310,15 @@ void attn_scores512(const float* q, int group, int hd, const float* k, int64_t s
         case 6: scores16<6>(qg, hd, kb, stride, len, scale, dst); break;
         case 7: scores16<7>(qg, hd, kb, stride, len, scale, dst); break;
         case 8: scores16<8>(qg, hd, kb, stride, len, scale, dst); break;
-        default: attn_scores_scalar(qg, 1, hd, kb, stride, len, scale, dst, ld);  // head_dim > 128
+        default: scores_fallback(qg, hd, kb, stride, len, scale, dst, ld);  // head_dim > 128
       }
     }
   }
 }
 
-void attn_values512(const float* p, int group, int64_t ld, const float* v, int64_t stride, int64_t n, int hd,
-                    float* out) {
+template <class KV>
+void attn_values_t(const float* p, int group, int64_t ld, const KV* v, int64_t stride, int64_t n, int hd,
+                   float* out) {
   for (int g = 0; g < group; g++) {
     const float* pg = p + g * ld;
     float* og = out + g * hd;
@@ -316,12 +333,29 @@ void attn_values512(const float* p, int group, int64_t ld, const float* v, int64
       }
       for (int64_t j = 0; j < n; j++) {
         const __m512 pj = _mm512_set1_ps(pg[j]);
-        const float* vj = v + j * stride + i;
-        for (int c = 0; c < 4; c++) acc[c] = _mm512_fmadd_ps(pj, _mm512_maskz_loadu_ps(m[c], vj + 16 * c), acc[c]);
+        const KV* vj = v + j * stride + i;
+        for (int c = 0; c < 4; c++) acc[c] = _mm512_fmadd_ps(pj, load_kv(vj + 16 * c, m[c]), acc[c]);
       }
       for (int c = 0; c < 4; c++) _mm512_mask_storeu_ps(og + i + 16 * c, m[c], acc[c]);
     }
   }
+}
+
+void attn_scores512(const float* q, int group, int hd, const float* k, int64_t stride, int64_t n, float scale,
+                    float* scores, int64_t ld) {
+  attn_scores_t(q, group, hd, k, stride, n, scale, scores, ld);
+}
+void attn_values512(const float* p, int group, int64_t ld, const float* v, int64_t stride, int64_t n, int hd,
+                    float* out) {
+  attn_values_t(p, group, ld, v, stride, n, hd, out);
+}
+void attn_scores512_bf16(const float* q, int group, int hd, const uint16_t* k, int64_t stride, int64_t n, float scale,
+                         float* scores, int64_t ld) {
+  attn_scores_t(q, group, hd, k, stride, n, scale, scores, ld);
+}
+void attn_values512_bf16(const float* p, int group, int64_t ld, const uint16_t* v, int64_t stride, int64_t n, int hd,
+                         float* out) {
+  attn_values_t(p, group, ld, v, stride, n, hd, out);
 }
 
 void silu_mul512(float* g, const float* u, int64_t n) {
@@ -338,7 +372,7 @@ void silu_mul512(float* g, const float* u, int64_t n) {
 
 const KernelSet& kernels_avx512() {
   static const KernelSet k{"avx512", matmul_rows, dot, axpy, to_f32, max512, exp_sum512, attn_scores512,
-                           attn_values512, silu_mul512};
+                           attn_values512, silu_mul512, attn_scores512_bf16, attn_values512_bf16};
   return k;
 }
 

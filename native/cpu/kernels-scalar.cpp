@@ -17,19 +17,43 @@ void to_f32(const void* src, DType dt, float* dst, int64_t n) {
   }
 }
 
-float dot(const float* a, const float* b, int64_t n) {
+inline float widen(float x) { return x; }
+inline float widen(uint16_t h) { return bf16_to_f32(h); }
+
+// b is f32 or bf16 (the KV cache); one summation order for both.
+template <class B>
+float dot_t(const float* a, const B* b, int64_t n) {
   float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   int64_t i = 0;
   for (; i + 8 <= n; i += 8)
-    for (int j = 0; j < 8; j++) acc[j] += a[i + j] * b[i + j];
+    for (int j = 0; j < 8; j++) acc[j] += a[i + j] * widen(b[i + j]);
   float s = 0;
-  for (; i < n; i++) s += a[i] * b[i];
+  for (; i < n; i++) s += a[i] * widen(b[i]);
   for (int j = 0; j < 8; j++) s += acc[j];
   return s;
 }
 
-void axpy(float a, const float* x, float* y, int64_t n) {
-  for (int64_t i = 0; i < n; i++) y[i] += a * x[i];
+float dot(const float* a, const float* b, int64_t n) { return dot_t(a, b, n); }
+
+template <class X>
+void axpy_t(float a, const X* x, float* y, int64_t n) {
+  for (int64_t i = 0; i < n; i++) y[i] += a * widen(x[i]);
+}
+
+void axpy(float a, const float* x, float* y, int64_t n) { axpy_t(a, x, y, n); }
+
+template <class KV>
+void attn_scores_t(const float* q, int group, int hd, const KV* k, int64_t stride, int64_t n, float scale,
+                   float* scores, int64_t ld) {
+  for (int64_t j = 0; j < n; j++)
+    for (int g = 0; g < group; g++) scores[g * ld + j] = dot_t(q + g * hd, k + j * stride, hd) * scale;
+}
+
+template <class KV>
+void attn_values_t(const float* p, int group, int64_t ld, const KV* v, int64_t stride, int64_t n, int hd,
+                   float* out) {
+  for (int g = 0; g < group; g++)
+    for (int64_t j = 0; j < n; j++) axpy_t(p[g * ld + j], v + j * stride, out + g * hd, hd);
 }
 
 void matmul_rows(const Matrix& w, int64_t r0, int64_t r1, const float* x, int64_t T, float* out, int64_t ldo,
@@ -67,14 +91,22 @@ float exp_sum_scalar(const float* x, int64_t n, float shift, float scale, float*
 
 void attn_scores_scalar(const float* q, int group, int hd, const float* k, int64_t stride, int64_t n, float scale,
                         float* scores, int64_t ld) {
-  for (int64_t j = 0; j < n; j++)
-    for (int g = 0; g < group; g++) scores[g * ld + j] = dot(q + g * hd, k + j * stride, hd) * scale;
+  attn_scores_t(q, group, hd, k, stride, n, scale, scores, ld);
 }
 
 void attn_values_scalar(const float* p, int group, int64_t ld, const float* v, int64_t stride, int64_t n, int hd,
                         float* out) {
-  for (int g = 0; g < group; g++)
-    for (int64_t j = 0; j < n; j++) axpy(p[g * ld + j], v + j * stride, out + g * hd, hd);
+  attn_values_t(p, group, ld, v, stride, n, hd, out);
+}
+
+void attn_scores_bf16_scalar(const float* q, int group, int hd, const uint16_t* k, int64_t stride, int64_t n,
+                             float scale, float* scores, int64_t ld) {
+  attn_scores_t(q, group, hd, k, stride, n, scale, scores, ld);
+}
+
+void attn_values_bf16_scalar(const float* p, int group, int64_t ld, const uint16_t* v, int64_t stride, int64_t n,
+                             int hd, float* out) {
+  attn_values_t(p, group, ld, v, stride, n, hd, out);
 }
 
 void silu_mul_scalar(float* g, const float* u, int64_t n) {
@@ -83,7 +115,8 @@ void silu_mul_scalar(float* g, const float* u, int64_t n) {
 
 const KernelSet& kernels_scalar() {
   static const KernelSet k{"scalar", matmul_rows, dot, axpy, to_f32, max_scalar, exp_sum_scalar,
-                           attn_scores_scalar, attn_values_scalar, silu_mul_scalar};
+                           attn_scores_scalar, attn_values_scalar, silu_mul_scalar, attn_scores_bf16_scalar,
+                           attn_values_bf16_scalar};
   return k;
 }
 

@@ -35,6 +35,13 @@ struct KernelSet {
                       float* out);
   // g[i] = silu(g[i]) · u[i]
   void (*silu_mul)(float* g, const float* u, int64_t n);
+  // attn_scores and attn_values over a bf16 KV cache (rows `stride` elements apart): each element widened exactly
+  // to f32, then the f32 kernels' math in their summation order, so that they give the bits attn_scores and
+  // attn_values give on the rows widened first (attention-cpu.cpp takes either path, by the tile's size).
+  void (*attn_scores_bf16)(const float* q, int group, int hd, const uint16_t* k, int64_t stride, int64_t n,
+                           float scale, float* scores, int64_t ld);
+  void (*attn_values_bf16)(const float* p, int group, int64_t ld, const uint16_t* v, int64_t stride, int64_t n,
+                           int hd, float* out);
 
   // The GEMM path for many tokens on bf16 weights (avx512bf16 only; null in the other sets): x is packed once per
   // matmul (each f32 split into bf16 hi + lo, x = hi + lo to about 2^-17 relative, so that vdpbf16ps keeps f32-level
@@ -67,6 +74,10 @@ void attn_scores_scalar(const float* q, int group, int hd, const float* k, int64
 void attn_values_scalar(const float* p, int group, int64_t ld, const float* v, int64_t stride, int64_t n, int hd,
                         float* out);
 void silu_mul_scalar(float* g, const float* u, int64_t n);
+void attn_scores_bf16_scalar(const float* q, int group, int hd, const uint16_t* k, int64_t stride, int64_t n,
+                             float scale, float* scores, int64_t ld);
+void attn_values_bf16_scalar(const float* p, int group, int64_t ld, const uint16_t* v, int64_t stride, int64_t n,
+                             int hd, float* out);
 const KernelSet& kernels_avx2();
 const KernelSet& kernels_avx512();
 const KernelSet& kernels_avx512bf16();

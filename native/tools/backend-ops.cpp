@@ -4,6 +4,7 @@
 // Defaults: --a cpu:scalar --b cpu (the readable kernels against the best this CPU runs). Prints one line per op
 // and case, a summary last; exit status 1 when any op is outside its tolerance, 2 on a usage or setup error.
 // Every output is poisoned with NaN on both backends before each op, so an element an op fails to write fails.
+// Both sides keep the KV cache in bf16 (the default); on the CPU the attention steps run again over f32 caches.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -118,9 +119,11 @@ ModelWeights weights(const Case& c, std::mt19937& rng) {
   return w;
 }
 
-std::unique_ptr<Backend> make(const std::string& spec, const Case& c, ModelWeights w, int max_tokens, int blocks, int bs) {
+std::unique_ptr<Backend> make(const std::string& spec, const Case& c, ModelWeights w, int max_tokens, int blocks, int bs,
+                              DType kv = DType::BF16) {
   BackendOptions o;
   o.threads = 2;
+  o.kv_dtype = kv;
   const size_t colon = spec.find(':');
   o.kind = spec.substr(0, colon);
   if (colon != std::string::npos) {
@@ -380,6 +383,23 @@ int run_case(const Case& c, const std::string& sa, const std::string& sb, unsign
     h.compare("attention" + tag, &Workspace::attn, T * Q);
   }
   compare_sample(h, sampling_input(s2, cfg.vocab, rng), cfg.vocab, rng);
+  // The same two steps' attention over an f32 KV cache on both sides (the exact mode, CPU only: CUDA's is bf16).
+  if (!device) {
+    std::mt19937 w32_a(seed + 1), w32_b(seed + 1);
+    std::unique_ptr<Backend> a32 = make(sa, c, weights(c, w32_a), max_tokens, blocks, bs, DType::F32);
+    std::unique_ptr<Backend> b32 = make(sb, c, weights(c, w32_b), max_tokens, blocks, bs, DType::F32);
+    Harness h32{*a32, *b32, h.tol, c.name};
+    for (const Step* s : {&s1, &s2}) {
+      const size_t T = s->tokens.size();
+      a32->begin_step(s->meta(bs)), b32->begin_step(s->meta(bs));
+      h32.set(&Workspace::q, uniform(T * Q, rng, -2, 2)), h32.set(&Workspace::k, uniform(T * KV, rng, -2, 2));
+      h32.set(&Workspace::v, uniform(T * KV, rng)), h32.poison(&Workspace::attn, T * Q);
+      a32->attention(0, a32->workspace().q, a32->workspace().k, a32->workspace().v, a32->workspace().attn);
+      b32->attention(0, b32->workspace().q, b32->workspace().k, b32->workspace().v, b32->workspace().attn);
+      h32.compare(std::string("attention f32-KV") + (s == &s1 ? " [prefill]" : " [continue]"), &Workspace::attn, T * Q);
+    }
+    h.checks += h32.checks, h.failures += h32.failures;
+  }
   std::printf("# %s: %s vs %s, %d checks, %d outside tolerance\n", c.name, a->name().c_str(), b->name().c_str(), h.checks, h.failures);
   return h.failures;
 }

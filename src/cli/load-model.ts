@@ -12,7 +12,7 @@ import { createChatTemplate, type ChatTemplate } from '../chat/template.ts';
 import type { SamplingDefaults } from '../server/sampling.ts';
 import {
   checkGpuMemoryUtilization, checkKvBudget, checkKvPool, DEFAULT_BLOCK_SIZE, derivedMaxModelLen, estimateKvBytesPerToken, estimateWeightBytes,
-  kvBudget, kvLoadOptions, type KvPlan,
+  kvBudget, kvLoadOptions, resolveKvCacheDtype, type KV_CACHE_DTYPE_CHOICES, type KvCacheDtype, type KvPlan,
 } from './kv-plan.ts';
 import { resolveDevice, type DeviceChoice } from './device.ts';
 
@@ -35,6 +35,8 @@ export interface LoadModelOptions {
    * a note, on the CPU and where kvCacheGiB sizes the pool.
    */
   gpuMemoryUtilization?: number;
+  /** --kv-cache-dtype: 'auto' (default) = 'bf16'; 'f32' (CPU only) keeps K and V exact at twice the memory. */
+  kvCacheDtype?: (typeof KV_CACHE_DTYPE_CHOICES)[number];
   blockSize?: number;
   /** Engine scheduling limits (defaults: the engine's). */
   maxNumSeqs?: number;
@@ -59,6 +61,7 @@ export interface LoadedModel {
   samplingDefaults: Partial<SamplingDefaults>;
   /** The pool as loaded (bytes per token as the model reports it). */
   kv: KvPlan;
+  kvCacheDtype: KvCacheDtype;
   kvBlocks: number;
   blockSize: number;
   threads: number;
@@ -143,7 +146,8 @@ export async function loadServedModel(options: LoadModelOptions): Promise<Loaded
   // The weights' size in RAM, for the CPU's default budget: the files, or for dummy weights their shapes (no files to stat).
   const fileBytes = config.files.reduce((sum, f) => sum + fs.statSync(f).size, 0);
   const ramWeightBytes = loadFormat === 'dummy' ? estimateWeightBytes(config.native) : fileBytes;
-  const estimate = estimateKvBytesPerToken(config, backend);
+  const kvCacheDtype = resolveKvCacheDtype(options.kvCacheDtype, backend);
+  const estimate = estimateKvBytesPerToken(config, kvCacheDtype);
   const budget = kvBudget({
     backend,
     bytesPerToken: estimate,
@@ -176,6 +180,7 @@ export async function loadServedModel(options: LoadModelOptions): Promise<Loaded
     maxNumBatchedTokens,
     ...kvLoadOptions(budget),
     blockSize,
+    kvCacheDtype,
     mlock: options.mlock ?? false,
     codeWeights: options.codeWeights ?? true,
     onProgress: options.onProgress,
@@ -206,7 +211,7 @@ export async function loadServedModel(options: LoadModelOptions): Promise<Loaded
       weightBytes: backend === 'cpu' ? (loadFormat === 'dummy' ? native.weightBytes || ramWeightBytes : fileBytes) : native.weightDeviceBytes,
     };
     return {
-      config, engine, tokenizer, template, maxModelLen, samplingDefaults, kv, kvBlocks: native.kvBlocks, blockSize: native.blockSize, threads,
+      config, engine, tokenizer, template, maxModelLen, samplingDefaults, kv, kvCacheDtype, kvBlocks: native.kvBlocks, blockSize: native.blockSize, threads,
       maxNumSeqs, maxNumBatchedTokens, enablePrefixCaching,
       mlock: !options.mlock ? 'off' : native.weightsLocked ? 'locked' : (native.lockError ?? 'not locked'),
       codedWeights: native.codedWeights,

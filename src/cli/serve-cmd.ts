@@ -8,7 +8,7 @@ import { DEFAULT_TOKENIZER_WORKERS } from '../chat/text-service.ts';
 import { DEFAULT_SHUTDOWN_TIMEOUT_S, drain } from '../server/drain.ts';
 import { DEFAULT_MAX_NUM_BATCHED_TOKENS, DEFAULT_MAX_NUM_SEQS } from '../engine/engine.ts';
 import { DEFAULT_BLOCK_SIZE, loadServedModel, type LoadedModel } from './load-model.ts';
-import { DEFAULT_GPU_MEMORY_UTILIZATION, describeKvPlan } from './kv-plan.ts';
+import { DEFAULT_GPU_MEMORY_UTILIZATION, describeKvPlan, KV_CACHE_DTYPE_CHOICES } from './kv-plan.ts';
 import { DEVICE_CHOICES, resolveDevice, type DeviceChoice } from './device.ts';
 import { loadAddon } from '../native/load-addon.ts';
 import { ensureDemoModel } from './demo-model.ts';
@@ -30,6 +30,7 @@ export interface ServeOptions {
   kvCacheMemory?: number;
   /** undefined: DEFAULT_GPU_MEMORY_UTILIZATION (left undefined so that an explicit one on the CPU gets its note). */
   gpuMemoryUtilization?: number;
+  kvCacheDtype: (typeof KV_CACHE_DTYPE_CHOICES)[number];
   blockSize: number;
   maxNumSeqs: number;
   maxNumBatchedTokens: number;
@@ -134,6 +135,7 @@ export async function startServer(modelDirArg: string | undefined, opts: ServeOp
     threads: opts.threads,
     kvCacheGiB: opts.kvCacheMemory,
     gpuMemoryUtilization: opts.gpuMemoryUtilization,
+    kvCacheDtype: opts.kvCacheDtype,
     blockSize: opts.blockSize,
     maxNumSeqs: opts.maxNumSeqs,
     maxNumBatchedTokens: opts.maxNumBatchedTokens,
@@ -145,7 +147,7 @@ export async function startServer(modelDirArg: string | undefined, opts: ServeOp
   }).finally(() => progress.stop());
   for (const note of loaded.notes) console.log(`note: ${note}`);
   console.log(describeDevice(loaded, opts.threads));
-  console.log(describeKvPlan(loaded.kv, loaded.maxModelLen));
+  console.log(describeKvPlan(loaded.kv, loaded.maxModelLen, loaded.kvCacheDtype));
   const coded = loaded.codedWeights;
   if (coded.matrices > 0) {
     const gib = (b: number) => (b / 2 ** 30).toFixed(2);
@@ -241,6 +243,12 @@ export function serveCommand(): Command {
       '--gpu-memory-utilization <share>',
       `CUDA: the share of the GPU's memory for the weights, workspace and KV cache, in (0, 1] (default ${DEFAULT_GPU_MEMORY_UTILIZATION}; ignored on the CPU)`,
       fractionArg,
+    )
+    .option(
+      '--kv-cache-dtype <dtype>',
+      "the KV cache's storage: 'auto' (= 'bf16', as vLLM) or 'bf16', half the memory of 'f32'; 'f32' keeps K and V exact (CPU only)",
+      choiceArg(KV_CACHE_DTYPE_CHOICES),
+      'auto',
     )
     .option('--block-size <tokens>', 'tokens per KV cache block', intArg(1), DEFAULT_BLOCK_SIZE)
     .option('--max-num-seqs <n>', 'most sequences in one step (the running batch)', intArg(1), DEFAULT_MAX_NUM_SEQS)

@@ -65,6 +65,12 @@ export interface LoadOptions {
   codeWeights?: boolean;
   /** CPU kernel set by name ('scalar' | 'avx2' | 'avx512' | 'avx512bf16'); default the best this CPU runs. */
   cpuKernels?: string;
+  /**
+   * The KV cache's storage: 'bf16' (k and v rounded to nearest even as they are written, half the memory of
+   * 'f32') or 'f32' (exact, CPU only: the CUDA backend rejects it). Default: the backend's, bf16 on CUDA and f32
+   * on the CPU (bf16 KV measured outside the llama.cpp parity tolerance there; see src/cli/kv-plan.ts).
+   */
+  kvCacheDtype?: 'bf16' | 'f32';
   /** Called from the JS thread as weights are validated and paged in (CPU) or uploaded (CUDA). */
   onProgress?: (done: number, total: number) => void;
 }

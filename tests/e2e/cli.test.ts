@@ -67,6 +67,9 @@ describe('moeserve CLI', () => {
     const bad = await moeserve('make-model', 'x', '--layers', 'two');
     expect(bad.code).not.toBe(0);
     expect(bad.stderr).toMatch(/--layers.*expected an integer/);
+    const dtype = await moeserve('serve', path.join(tmp, 'small'), '--kv-cache-dtype', 'f16');
+    expect(dtype.code).not.toBe(0);
+    expect(dtype.stderr).toMatch(/--kv-cache-dtype.*expected one of auto, bf16, f32, got 'f16'/);
     const missing = await moeserve('serve', path.join(tmp, 'does-not-exist'), '--port', '0');
     expect(missing.code).toBe(1);
     expect(missing.stderr).toMatch(/does not exist/);
@@ -185,8 +188,9 @@ describe('moeserve CLI: devices and load formats', () => {
       expect(out).toMatch(/^loading .+ on the CPU, 1 thread$/m);
       expect(out).toContain('note: --gpu-memory-utilization 0.5 is ignored on the CPU');
       expect(out).toMatch(new RegExp(`^device: cpu/${cpuKernels}, 1 thread; weights \\d+\\.\\d\\d GiB, memory-mapped safetensors$`, 'm'));
-      // blocks, tokens, bytes per token (f32 K and V on the CPU: 2 layers × 2 × 1 kv head × 16 × 4), longest context
-      expect(out).toMatch(/^KV cache: 0\.01 GiB \(--kv-cache-memory\), 2621 blocks of 16 tokens, 41936 tokens \(256 bytes per token\); longest context that fits: 41936 tokens/m);
+      // blocks, tokens, dtype and bytes per token (the CPU's f32 K and V by default, --kv-cache-dtype auto: 2 layers × 2
+      // × 1 kv head × 16 × 4), longest context
+      expect(out).toMatch(/^KV cache: 0\.01 GiB \(--kv-cache-memory\), 2621 blocks of 16 tokens, 41936 tokens \(f32, 256 bytes per token\); longest context that fits: 41936 tokens/m);
     } finally {
       await stop(s);
     }

@@ -13,11 +13,13 @@ import { buildBatch, promptTops, randomTokens, runStep } from '../helpers/native
 let dir: string;
 let cfg: ModelConfig;
 
-async function load(simd?: string): Promise<NativeModel> {
+// kvCacheDtype: the kernel-set comparison keeps K and V in f32, so that it sees the kernels' summation order alone:
+// in bf16 a k or v that two sets sum one f32 ulp apart can round one bf16 ulp apart (2^-8 to 2^-7 relative).
+async function load(simd?: string, kvCacheDtype?: 'bf16' | 'f32'): Promise<NativeModel> {
   const prev = process.env.MOESERVE_SIMD;
   if (simd) process.env.MOESERVE_SIMD = simd;
   try {
-    return await loadAddon().loadModel({ files: cfg.files, config: cfg.native, threads: 2, kvBlocks: 32, blockSize: 16 });
+    return await loadAddon().loadModel({ files: cfg.files, config: cfg.native, threads: 2, kvBlocks: 32, blockSize: 16, kvCacheDtype });
   } finally {
     if (prev === undefined) delete process.env.MOESERVE_SIMD;
     else process.env.MOESERVE_SIMD = prev;
@@ -44,7 +46,7 @@ describe('kernel sets', () => {
     const tokens = randomTokens(40, 9);
     const results = [];
     for (const s of ['scalar', simd]) {
-      const m = await load(s);
+      const m = await load(s, 'f32');
       const pre = await runStep(m, [{ tokens: tokens.slice(0, 39), start: 0, blocks: [3, 1, 7], promptLogprobs: 5 }]);
       const dec = await runStep(m, [{ tokens: tokens.slice(39), start: 39, blocks: [3, 1, 7], promptLogprobs: 5 }]);
       results.push([...promptTops(pre.batch, pre.res, 0), ...promptTops(dec.batch, dec.res, 0)]);

@@ -1,5 +1,6 @@
 // The op-conformance harness (native/tools/backend-ops.cpp, built beside the addon): every Backend op on random
-// shapes with odd tails, each SIMD kernel set this CPU has against the scalar one. CUDA against the CPU runs where
+// shapes with odd tails, each SIMD kernel set this CPU has against the scalar one; attention over both KV dtypes
+// (bf16, then f32 on both sides). CUDA against the CPU runs where
 // a GPU is (bench/gpu/check.sh); here the harness must refuse it with the reason.
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -13,7 +14,8 @@ const tool = path.join(root, 'build/Release/backend-ops');
 const OPS = [
   'embed', 'rmsnorm input', 'rmsnorm post-attn', 'rmsnorm final', 'add_rmsnorm (sum)', 'add_rmsnorm (norm)', 'add',
   'qkv: q L0', 'qkv: k L1', 'project o L0', 'project o L1', 'moe', 'mlp (dense)', 'qk_norm_rope: q [prefill]',
-  'qk_norm_rope: k [continue]', 'attention [prefill]', 'attention [continue]', 'sample: token logprobs',
+  'qk_norm_rope: k [continue]', 'attention [prefill]', 'attention [continue]', 'attention f32-KV [prefill]',
+  'attention f32-KV [continue]', 'sample: token logprobs',
   'sample: top-20 logprobs', 'sample: prompt top-5', 'sample: tokens differing', 'sample: top ids differing',
 ];
 const CASES = ['tiny-f32', 'odd-f16', 'hd128-bf16', 'dummy-gqa'];
@@ -41,7 +43,7 @@ describe('backend-ops: every op of each kernel set against the scalar kernels', 
       expect(r.out).toContain('PASSED: 0 op checks outside tolerance');
       expect(r.status).toBe(0);
       for (const c of CASES) {
-        expect(r.out).toContain(`# ${c}: cpu/scalar vs cpu/${set}, 29 checks, 0 outside tolerance`);
+        expect(r.out).toContain(`# ${c}: cpu/scalar vs cpu/${set}, 31 checks, 0 outside tolerance`);
         for (const op of OPS) expect(r.out).toMatch(new RegExp(`^ok +${c} +${op.replace(/[()[\]]/g, '\\$&')} `, 'm'));
       }
     }

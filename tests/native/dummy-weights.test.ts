@@ -19,10 +19,10 @@ beforeAll(async () => {
 });
 afterAll(() => models.forEach((m) => m.close()));
 
-async function load(o: { cpuKernels?: string; tie?: boolean; mlock?: boolean } = {}): Promise<NativeModel> {
+async function load(o: { cpuKernels?: string; tie?: boolean; mlock?: boolean; kvCacheDtype?: 'bf16' | 'f32' } = {}): Promise<NativeModel> {
   const m = await loadAddon().loadModel({
     files: [], config: { ...cfg.native, tieWordEmbeddings: o.tie ?? false }, loadFormat: 'dummy', threads: 2, kvBlocks: 8, blockSize: 16,
-    cpuKernels: o.cpuKernels, mlock: o.mlock,
+    cpuKernels: o.cpuKernels, mlock: o.mlock, kvCacheDtype: o.kvCacheDtype,
   });
   models.push(m);
   return m;
@@ -85,6 +85,15 @@ describe("loadFormat 'dummy' on the CPU", () => {
     const m = await load({ mlock: true });
     expect(m.weightsLocked || typeof m.lockError === 'string').toBe(true);
     if (!m.weightsLocked) expect(m.lockError).toMatch(/mlock of the generated weights failed/);
+  });
+
+  it('keeps the CPU KV cache in f32 by default, bf16 on request (half the bytes per token); CUDA refuses f32 naming the flag', async () => {
+    const { numLayers, numKvHeads, headDim } = cfg.native;
+    expect((await load()).kvBytesPerToken).toBe(numLayers * 2 * numKvHeads * headDim * 4);
+    expect((await load({ kvCacheDtype: 'bf16' })).kvBytesPerToken).toBe(numLayers * 2 * numKvHeads * headDim * 2);
+    const base = { files: [], config: cfg.native, loadFormat: 'dummy' as const, threads: 1, kvBlocks: 4, blockSize: 16 };
+    await expect(loadAddon().loadModel({ ...base, kvCacheDtype: 'f16' as 'f32' })).rejects.toThrow("options.kvCacheDtype must be 'bf16' or 'f32'");
+    await expect(loadAddon().loadModel({ ...base, backend: 'cuda', kvCacheDtype: 'f32' })).rejects.toThrow(/CUDA backend keeps its KV cache in bf16 only \(--kv-cache-dtype/);
   });
 
   it('refuses an unknown load format', async () => {

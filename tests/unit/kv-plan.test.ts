@@ -14,6 +14,7 @@ import {
   kvBudget,
   kvLoadOptions,
   planKvCache,
+  resolveKvCacheDtype,
   type KvBudget,
 } from '../../src/cli/kv-plan.ts';
 import { cudaUsable, resolveDevice } from '../../src/cli/device.ts';
@@ -28,8 +29,8 @@ function config(native: Partial<ModelConfig['native']>, maxPositionEmbeddings = 
   return { native: { numLayers: 48, numKvHeads: 4, headDim: 128, ...native }, maxPositionEmbeddings, raw } as unknown as ModelConfig;
 }
 
-/** The real Tongyi DeepResearch 30B-A3B shape with the CPU backend's f32 KV. */
-const REAL = estimateKvBytesPerToken(config({}));
+/** The real Tongyi DeepResearch 30B-A3B shape with f32 KV (--kv-cache-dtype f32, the CPU's exact mode). */
+const REAL = estimateKvBytesPerToken(config({}), 'f32');
 
 describe('KV cache planning', () => {
   it('estimates f32 K and V over every layer: 192 KiB per token for the real model', () => {
@@ -85,13 +86,30 @@ describe('KV cache planning', () => {
 });
 
 describe('KV sizing by backend: a budget before the load, the native pool checked after it', () => {
-  const BF16 = estimateKvBytesPerToken(config({}), 'cuda');
+  const BF16 = estimateKvBytesPerToken(config({}), 'bf16');
   const cpuBase = { backend: 'cpu' as const, bytesPerToken: REAL, maxModelLen: 131072, freeBytes: 80 * GiB, weightBytes: 10 * GiB };
   const cudaBase = { ...cpuBase, backend: 'cuda' as const, bytesPerToken: BF16 };
 
-  it('CUDA stores bf16 KV: half the CPU bytes, 96 KiB per token for the real model', () => {
+  it('bf16 KV (--kv-cache-dtype bf16, CUDA\'s default): half the f32 bytes, 96 KiB per token for the real model', () => {
     expect(BF16).toBe(96 * 1024);
-    expect(estimateKvBytesPerToken(config({}), 'cpu')).toBe(REAL);
+    expect(estimateKvBytesPerToken(config({}), 'bf16')).toBe(BF16);
+    expect(estimateKvBytesPerToken(config({}), 'f32')).toBe(REAL);
+    expect(REAL).toBe(2 * BF16);
+  });
+
+  it("--kv-cache-dtype: 'auto' is bf16 on CUDA and f32 (exact) on the CPU; f32 is the CPU's only, refused on CUDA naming the flag", () => {
+    expect(resolveKvCacheDtype(undefined, 'cpu')).toBe('f32');
+    expect(resolveKvCacheDtype('bf16', 'cpu')).toBe('bf16');
+    expect(resolveKvCacheDtype('auto', 'cpu')).toBe('f32');
+    expect(resolveKvCacheDtype('auto', 'cuda')).toBe('bf16');
+    expect(resolveKvCacheDtype('bf16', 'cuda')).toBe('bf16');
+    expect(resolveKvCacheDtype('f32', 'cpu')).toBe('f32');
+    expect(() => resolveKvCacheDtype('f32', 'cuda')).toThrow(/--kv-cache-dtype f32 is for the CPU backend/);
+  });
+
+  it('the start-up line names the dtype beside the bytes per token', () => {
+    const plan = checkKvPool({ blocks: 8192, blockSize: 16, bytesPerToken: BF16, maxModelLen: 131072, budget: kvBudget({ ...cpuBase, kvCacheGiB: 12 }) });
+    expect(describeKvPlan(plan, 131072, 'bf16')).toMatch(/^KV cache: 12\.00 GiB \(--kv-cache-memory\), 8192 blocks of 16 tokens, 131072 tokens \(bf16, 98304 bytes per token\);/);
   });
 
   it('--kv-cache-memory is a byte budget on either backend; without it the CPU takes its default from free memory, CUDA a share of the device', () => {
