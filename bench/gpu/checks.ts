@@ -80,6 +80,8 @@ export async function loadOn(addon: Addon, spec: BackendSpec, cfg: ModelConfig, 
     kvBlocks: sizes.kvBlocks,
     blockSize: BLOCK,
     maxNumBatchedTokens: sizes.maxNumBatchedTokens,
+    // Both sides keep K and V in bf16 (CUDA's only storage), so CUDA against the CPU compares kernels, not storages.
+    kvCacheDtype: 'bf16',
   });
 }
 
