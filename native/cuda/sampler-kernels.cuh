@@ -12,6 +12,7 @@
 
 #include "core/backend.h"
 #include "core/sampler.h"
+#include "cpu/kernels.h"  // max_scalar, exp_sum_scalar: the host fallback reduces as the CPU sampler does
 
 #ifndef MOE_SAMPLER_DYN_SMEM
 #define MOE_SAMPLER_DYN_SMEM(name) extern __shared__ uint32_t name[]
@@ -687,22 +688,6 @@ __global__ void __launch_bounds__(kThreads) sampler_kernel(float* logits, int V,
 // ---------------------------------------------------------------------------------------------------------
 // Host.
 
-inline float host_max(const float* x, int64_t n) {
-  float m = x[0];
-  for (int64_t i = 1; i < n; i++) m = x[i] > m ? x[i] : m;
-  return m;
-}
-inline float host_exp_sum(const float* x, int64_t n, float shift, float scale, float* out) {
-  double s = 0;
-  for (int64_t i = 0; i < n; i++) {
-    const float e = std::exp((x[i] - shift) * scale);
-    if (out) out[i] = e;
-    s += e;
-  }
-  return static_cast<float>(s);
-}
-
-
 // Fills params[0, n) and the payload: the lists each processed row needs, copied words first; the stash offsets
 // point past them (device-only words). Returns the number of payload words to copy in. A row whose lists would
 // overflow payload_cap words is flagged kHostSample and listed in host_rows.
@@ -790,7 +775,7 @@ inline void host_sample_row(const float* raw, int V, const StepInput& in, int q,
                             std::vector<int32_t>& ids, std::vector<float>& p) {
   processed.assign(raw, raw + V);
   apply_processing(processing_of(in, q, V), processed.data(), V);
-  const VecMath math{host_max, host_exp_sum};
+  const VecMath math{max_scalar, exp_sum_scalar};
   const float min_p = in.min_p.empty() ? 0.0f : in.min_p[q];
   const int32_t tok = sample_token(math, processed.data(), V, in.temperature[q], in.top_p[q], in.top_k[q], min_p, in.uniform[q], ids, p);
   R.token = tok;

@@ -7,6 +7,8 @@ import type { TokenGuide } from '../../src/engine/types.ts';
 import { GuidedDecoding } from '../../src/guided/guided-decoding.ts';
 import { Xoshiro128 } from '../../src/engine/rng.ts';
 import { byteChars } from '../helpers/byte-level.ts';
+import { jsonSchemaGrammar } from '../../src/guided/json-schema-grammar.ts';
+import { xgrammar } from '../../src/guided/xgrammar-wasm.ts';
 
 export const VOCAB_SIZE = 151936;
 export const EOS = [151643, 151645];
@@ -210,5 +212,18 @@ export async function enumLoad(origin: string, model: string, enums: number[], w
     return { ...load, maxGap: stop() };
   } finally {
     await worker.terminate();
+  }
+}
+
+/** Whether the grammar of `schema` (json-schema-grammar.ts, errors naming `param`) accepts each input, by xgrammar's own test matcher. */
+export async function schemaAccepts(schema: unknown, inputs: string[], param = 'response_format.json_schema.schema'): Promise<boolean[]> {
+  const xg = xgrammar();
+  const grammar = await xg.Grammar.fromEBNF(jsonSchemaGrammar(schema, param));
+  try {
+    const out: boolean[] = [];
+    for (const s of inputs) out.push(await xg.Testings.isGrammarAcceptString(grammar, s));
+    return out;
+  } finally {
+    grammar.dispose();
   }
 }

@@ -10,7 +10,7 @@ import { RequestError } from '../../src/engine/types.ts';
 import { jsonSchemaGrammar } from '../../src/guided/json-schema-grammar.ts';
 import { FORMAT_PATTERNS } from '../../src/guided/json-schema-formats.ts';
 import { xgrammar } from '../../src/guided/xgrammar-wasm.ts';
-import { guidedDecoding, randomWalk, tokenId } from './guided-helpers.ts';
+import { guidedDecoding, randomWalk, schemaAccepts, tokenId } from './guided-helpers.ts';
 
 const PARAM = 'response_format.json_schema.schema';
 
@@ -21,16 +21,8 @@ const addFormats = require('ajv-formats').default as (ajv: unknown) => void;
 const ajv = new Ajv2020({ strict: false, allErrors: true });
 addFormats(ajv);
 
-async function accepts(schema: unknown, inputs: string[]): Promise<boolean[]> {
-  const xg = xgrammar();
-  const grammar = await xg.Grammar.fromEBNF(jsonSchemaGrammar(schema, PARAM));
-  try {
-    const out: boolean[] = [];
-    for (const s of inputs) out.push(await xg.Testings.isGrammarAcceptString(grammar, s));
-    return out;
-  } finally {
-    grammar.dispose();
-  }
+function accepts(schema: unknown, inputs: string[]): Promise<boolean[]> {
+  return schemaAccepts(schema, inputs, PARAM);
 }
 
 /** Checks that each `good` string is accepted and each `bad` one rejected. */

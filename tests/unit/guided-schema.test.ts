@@ -8,6 +8,7 @@ import type { GuideSpec } from '../../src/guided/guide-spec.ts';
 import { toolCallGrammar } from '../../src/guided/tool-call-grammar.ts';
 import { responseFormatSpec, toolCallSpec } from '../../src/guided/request-spec.ts';
 import { xgrammar } from '../../src/guided/xgrammar-wasm.ts';
+import { schemaAccepts } from './guided-helpers.ts';
 
 const PARAM = 'response_format.json_schema.schema';
 
@@ -24,16 +25,8 @@ function refusal(schema: unknown): RequestError {
   throw new Error(`accepted ${JSON.stringify(schema)}`);
 }
 
-async function acceptsAll(schema: unknown, inputs: string[]): Promise<boolean[]> {
-  const xg = xgrammar();
-  const grammar = await xg.Grammar.fromEBNF(jsonSchemaGrammar(schema, PARAM));
-  try {
-    const out: boolean[] = [];
-    for (const s of inputs) out.push(await xg.Testings.isGrammarAcceptString(grammar, s));
-    return out;
-  } finally {
-    grammar.dispose();
-  }
+function acceptsAll(schema: unknown, inputs: string[]): Promise<boolean[]> {
+  return schemaAccepts(schema, inputs, PARAM);
 }
 
 describe('JSON Schema → grammar', () => {
