@@ -137,6 +137,10 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
     const std::string kv_dtype = str_opt("kvCacheDtype", s.backend.kind == "cuda" ? "bf16" : "f32");
     if (kv_dtype != "bf16" && kv_dtype != "f32") throw Napi::TypeError::New(env, "options.kvCacheDtype must be 'bf16' or 'f32'");
     s.backend.kv_dtype = kv_dtype == "f32" ? DType::F32 : DType::BF16;
+    // Default f32: the exact mode (the CLI's --dtype picks bf16 for bf16 checkpoints; src/cli/precision.ts).
+    const std::string activations = str_opt("activations", "f32");
+    if (activations != "bf16" && activations != "f32") throw Napi::TypeError::New(env, "options.activations must be 'bf16' or 'f32'");
+    s.backend.bf16_activations = activations == "bf16";
     s.backend.threads = int_opt("threads", 1, -1);
     s.backend.device = int_opt("device", 0, 0);
     s.max_tokens = int_opt("maxNumBatchedTokens", 1, 8192);

@@ -11,8 +11,9 @@ namespace moe {
 
 std::unique_ptr<Backend> make_backend(const BackendOptions& o) {
   if (o.kind == "cpu") {
-    const KernelSet& k = o.cpu_kernels.empty() ? select_kernels() : kernels_by_name(o.cpu_kernels);
-    return std::make_unique<CpuBackend>(o.threads, k, o.kv_dtype);
+    const KernelSet& exact = o.cpu_kernels.empty() ? select_kernels() : kernels_by_name(o.cpu_kernels);
+    const KernelSet& k = o.bf16_activations && exact.with_bf16_activations ? *exact.with_bf16_activations : exact;
+    return std::make_unique<CpuBackend>(o.threads, k, o.kv_dtype, &exact);
   }
   if (o.kind == "cuda") {
     if (o.kv_dtype != DType::BF16) {

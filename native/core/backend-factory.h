@@ -14,6 +14,9 @@ struct BackendOptions {
   int device = 0;            // CUDA device ordinal
   std::string cpu_kernels;   // CPU kernel set by name ("scalar", "avx2", ...); "" = the best this CPU runs
   DType kv_dtype = DType::F32;  // the KV cache's storage: F32 (CPU only; CUDA refuses it) or BF16
+  // --dtype bfloat16: the CPU's bf16 matmuls round their activations to bf16 where the kernel set has that mode
+  // (KernelSet::with_bf16_activations), as llama.cpp does; the router stays exact. CUDA ignores it.
+  bool bf16_activations = false;
 };
 
 // Throws std::runtime_error naming why when the kind is unknown, not compiled in, or not usable here.

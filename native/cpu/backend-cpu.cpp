@@ -4,10 +4,16 @@
 #include <cmath>
 #include <stdexcept>
 
+#include "core/half.h"
+
 namespace moe {
 
-CpuBackend::CpuBackend(int threads, const KernelSet& kernels, DType kv_dtype)
-    : pool_(std::max(1, threads)), k_(kernels), thread_scratch_(static_cast<size_t>(std::max(1, threads))), kv_dtype_(kv_dtype) {
+CpuBackend::CpuBackend(int threads, const KernelSet& kernels, DType kv_dtype, const KernelSet* exact)
+    : pool_(std::max(1, threads)),
+      k_(kernels),
+      exact_(exact ? *exact : kernels),
+      thread_scratch_(static_cast<size_t>(std::max(1, threads))),
+      kv_dtype_(kv_dtype) {
   if (kv_dtype != DType::BF16 && kv_dtype != DType::F32) throw std::invalid_argument("the CPU's KV cache is bf16 or f32");
 }
 
@@ -99,28 +105,28 @@ void CpuBackend::rmsnorm(Norm which, int layer, const Buffer& x, int rows, const
   rmsnorm_rows(x.f32(), w, rows, cfg_.hidden, out.f32());
 }
 
-const float* CpuBackend::pack_tiles(const float* x, int64_t T, int64_t K, DType dt, int slot) {
-  const size_t n = k_.tiled_floats ? k_.tiled_floats(T, K, dt) : 0;
+const float* CpuBackend::pack_tiles(const KernelSet& ks, const float* x, int64_t T, int64_t K, DType dt, int slot) {
+  const size_t n = ks.tiled_floats ? ks.tiled_floats(T, K, dt) : 0;
   if (n == 0) return nullptr;
   float* buf = scratch(slot, n);
   pool_.parallel_for((T + kTileTokens - 1) / kTileTokens, 1,
-                     [&](int64_t b, int64_t e, int) { k_.pack_tiles(x, T, K, b, e, buf); });
+                     [&](int64_t b, int64_t e, int) { ks.pack_tiles(x, T, K, b, e, buf); });
   return buf;
 }
 
-void CpuBackend::matmul_into(const float* x, int64_t T, const Matrix& w, float* out, int64_t ldo) {
-  if (const float* tiles = pack_tiles(x, T, w.cols, w.dtype, kTilesSlot)) {
+void CpuBackend::matmul_into(const KernelSet& ks, const float* x, int64_t T, const Matrix& w, float* out, int64_t ldo) {
+  if (const float* tiles = pack_tiles(ks, x, T, w.cols, w.dtype, kTilesSlot)) {
     // Row chunks in whole micro-kernels, large enough to keep their weights in L2 across the tiles.
     const int64_t grain = std::max<int64_t>(kTileRows, std::min<int64_t>(256, w.rows / (8 * pool_.size())) / kTileRows * kTileRows);
-    pool_.parallel_for(w.rows, grain, [&](int64_t b, int64_t e, int) { k_.matmul_tiles(w, b, e, tiles, x, T, out + b, ldo); });
+    pool_.parallel_for(w.rows, grain, [&](int64_t b, int64_t e, int) { ks.matmul_tiles(w, b, e, tiles, x, T, out + b, ldo); });
     return;
   }
   // Grain: at most 512 rows, at least 8 chunks per thread. Each chunk starts with its row prefetch cold;
   // the lm_head decode (2 threads) measured 16.3 ms per step with 64-row chunks, 15.9 with 512 and more.
   const int64_t grain = std::max<int64_t>(4, std::min<int64_t>(512, w.rows / (8 * pool_.size()) / 4 * 4));
   pool_.parallel_for(w.rows, grain, [&](int64_t b, int64_t e, int th) {
-    float* s = thread_scratch(th, 4 * static_cast<size_t>(w.cols));
-    k_.matmul_rows(w, b, e, x, T, out + b, ldo, s);
+    float* s = thread_scratch(th, rows_scratch_floats(w.cols));
+    ks.matmul_rows(w, b, e, x, T, out + b, ldo, s);
   });
 }
 
@@ -152,11 +158,12 @@ void CpuBackend::qk_norm_rope(int layer, const Buffer& qb, const Buffer& kb) {
       cs[t * hd + half + j] = static_cast<float>(std::sin(ang)) * cfg_.rope_attention_factor;
     }
   }
+  const bool round_q_heads = k_.bf16_activations && kv_dtype_ == DType::BF16;  // see the constructor
   pool_.parallel_for(static_cast<int64_t>(T) * heads, 32, [&](int64_t b, int64_t e, int) {
     for (int64_t i = b; i < e; i++) {
       const int64_t t = i / heads;
       const int h = static_cast<int>(i % heads);
-      const bool is_q = h < cfg_.heads;
+      const bool is_q = h < cfg_.heads, round_q = is_q && round_q_heads;
       float* v = is_q ? q + (t * cfg_.heads + h) * hd : k + (t * cfg_.kv_heads + (h - cfg_.heads)) * hd;
       const float* w = is_q ? q_norm : k_norm;
       const float inv = 1.0f / std::sqrt(k_.dot(v, v, hd) / static_cast<float>(hd) + cfg_.rms_eps);
@@ -168,6 +175,8 @@ void CpuBackend::qk_norm_rope(int layer, const Buffer& qb, const Buffer& kb) {
         v[j] = x0 * c[j] - x1 * s[j];
         v[j + half] = x1 * c[j] + x0 * s[j];
       }
+      if (round_q)
+        for (int j = 0; j < hd; j++) v[j] = bf16_to_f32(f32_to_bf16(v[j]));
     }
   });
 }

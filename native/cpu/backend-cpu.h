@@ -14,7 +14,10 @@ namespace moe {
 class CpuBackend : public Backend {
  public:
   // kv_dtype: the KV cache's storage, BF16 (k and v rounded to nearest even as they are written) or F32 (exact).
-  CpuBackend(int threads, const KernelSet& kernels, DType kv_dtype = DType::F32);
+  // exact: the set for the router where `kernels` rounds activations to bf16 (null: `kernels` itself). With
+  // rounded activations and a bf16 KV cache, q is rounded to bf16 after RoPE as well (llama.cpp's flash
+  // attention rounds q to the K cache's type), so that the mode is llama.cpp's bf16 arithmetic throughout.
+  CpuBackend(int threads, const KernelSet& kernels, DType kv_dtype = DType::F32, const KernelSet* exact = nullptr);
   std::string name() const override;
 
   void place_weights(const ModelConfig& cfg, ModelWeights w, const PlaceOptions& o) override;  // place-cpu.cpp
@@ -44,11 +47,13 @@ class CpuBackend : public Backend {
   const KernelSet& kernels() const { return k_; }
 
  private:
-  // out[T × w.rows] = x · wᵀ, rows split across threads.
-  void matmul_into(const float* x, int64_t T, const Matrix& w, float* out, int64_t ldo);
-  // x (T × K) packed into scratch `slot` for k_.matmul_tiles against weights of dtype dt, tiles spread over the
+  // out[T × w.rows] = x · wᵀ, rows split across threads, on kernel set ks (default k_).
+  void matmul_into(const float* x, int64_t T, const Matrix& w, float* out, int64_t ldo) { matmul_into(k_, x, T, w, out, ldo); }
+  void matmul_into(const KernelSet& ks, const float* x, int64_t T, const Matrix& w, float* out, int64_t ldo);
+  // x (T × K) packed into scratch `slot` for ks.matmul_tiles against weights of dtype dt, tiles spread over the
   // threads; null where the kernel set has no tiled path for this shape (then matmul_rows reads x as it is).
-  const float* pack_tiles(const float* x, int64_t T, int64_t K, DType dt, int slot);
+  const float* pack_tiles(const float* x, int64_t T, int64_t K, DType dt, int slot) { return pack_tiles(k_, x, T, K, dt, slot); }
+  const float* pack_tiles(const KernelSet& ks, const float* x, int64_t T, int64_t K, DType dt, int slot);
   void rmsnorm_rows(const float* x, const float* w, int64_t rows, int dim, float* out);
   // Private scratch of the ops: grown on demand (host memory has no fixed-address need), never shrunk.
   float* scratch(int slot, size_t n);
@@ -59,6 +64,7 @@ class CpuBackend : public Backend {
 
   ThreadPool pool_;
   const KernelSet& k_;
+  const KernelSet& exact_;  // the router's set (k_ unless k_ rounds activations)
   ModelConfig cfg_;
   ModelWeights w_;
   WeightStats stats_;

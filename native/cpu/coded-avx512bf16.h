@@ -1,5 +1,5 @@
 // The avx512bf16 kernels on exponent-coded bf16 rows (core/coded-bf16.h); included by kernels-avx512bf16.cpp only
-// (compiled with its flags). Row dots decode in registers and feed vdpbf16ps directly, in the same column order
+// (compiled with its flags). Row dots decode in registers and widen straight into the fmas, in the same column order
 // as the plain row dots (rowdot-avx512bf16.h), so a row without escapes gives bit for bit the plain result. A
 // coded row's escapes (coded as zero) are added afterwards, in f32 (add_escapes), by every path alike: the GEMM
 // decodes blocks of rows with their escapes left at zero into a per-thread buffer, runs the plain row dots on it
@@ -80,11 +80,12 @@ inline void prefetch_share(const uint8_t* p, int64_t lines, int64_t it, int64_t 
 }
 
 // out[t * ldo + j] = dot(row r + j, token t) without the row's escapes, for NR rows and NT tokens; token t's
-// x as bf16 hi and lo rows at hi + t·K, lo + t·K. Same accumulation order as rowdot::dot_block on the plain rows.
-template <int NR, int NT>
-inline void dot_rows(const CodedBf16& c, int64_t r, const uint16_t* hi, const uint16_t* lo, float* out, int64_t ldo) {
-  const int64_t K = c.cols;
-  rowdot::Acc<NR, NT> acc;
+// x packed in mode M (rowdot::ExactX or Bf16X) at xs + t·packed_cols(K). Same accumulation order as
+// rowdot::dot_block on the plain rows.
+template <typename M, int NR, int NT>
+inline void dot_rows(const CodedBf16& c, int64_t r, const typename M::X* xs, float* out, int64_t ldo) {
+  const int64_t K = c.cols, ldx = rowdot::packed_cols(K);
+  typename M::template Acc<NR, NT> acc;
   __m512i table[NR];
   for (int j = 0; j < NR; j++) table[j] = table_of(c.row(r + j));
   // The NR rows kPrefetchRows ahead (contiguous), as far as the matrix goes.
@@ -97,27 +98,20 @@ inline void dot_rows(const CodedBf16& c, int64_t r, const uint16_t* hi, const ui
       const uint8_t* row = c.row(r + j);
       __m512i w[4];
       decode128(table[j], row + 16 + k, row + 16 + K + k / 2, w);
-      for (int t = 0; t < NT; t++) {
-        for (int q = 0; q < 4; q++) {
-          const __m512bh xh = reinterpret_cast<__m512bh>(_mm512_loadu_si512(hi + t * K + k + 32 * q));
-          const __m512bh xl = reinterpret_cast<__m512bh>(_mm512_loadu_si512(lo + t * K + k + 32 * q));
-          acc.h[j][t] = _mm512_dpbf16_ps(acc.h[j][t], reinterpret_cast<__m512bh>(w[q]), xh);
-          acc.l[j][t] = _mm512_dpbf16_ps(acc.l[j][t], reinterpret_cast<__m512bh>(w[q]), xl);
-        }
-      }
+      for (int q = 0; q < 4; q++) acc.row_step(j, w[q], xs + k + 32 * q, ldx);
     }
   }
   acc.store(out, ldo);
 }
 
-// Rows [r0, r1) for NT tokens (x dense, T × K f32; hi/lo its bf16 halves), escapes added from x itself.
-template <int NT>
-inline void rows_for_tokens(const CodedBf16& c, int64_t r0, int64_t r1, const float* x, const uint16_t* hi,
-                            const uint16_t* lo, float* out, int64_t ldo) {
-  constexpr int NR = NT == 1 ? 4 : NT == 2 ? 4 : 2;  // at most 16 accumulator pairs
+// Rows [r0, r1) for NT tokens (x dense, NT × K f32; xs the same packed), escapes added from x itself.
+template <typename M, int NT>
+inline void rows_for_tokens(const CodedBf16& c, int64_t r0, int64_t r1, const float* x, const typename M::X* xs,
+                            float* out, int64_t ldo) {
+  constexpr int NR = NT <= 2 ? 4 : 2;
   int64_t r = r0;
-  for (; r + NR <= r1; r += NR) dot_rows<NR, NT>(c, r, hi, lo, out + (r - r0), ldo);
-  for (; r < r1; r++) dot_rows<1, NT>(c, r, hi, lo, out + (r - r0), ldo);
+  for (; r + NR <= r1; r += NR) dot_rows<M, NR, NT>(c, r, xs, out + (r - r0), ldo);
+  for (; r < r1; r++) dot_rows<M, 1, NT>(c, r, xs, out + (r - r0), ldo);
   add_escapes(c, r0, r1, x, NT, out, ldo);
 }
 

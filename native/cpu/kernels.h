@@ -1,6 +1,5 @@
 // The CPU's innermost loops, one set per instruction-set level, chosen once at run time (cpu-features.cpp).
-// Every set computes the same math in f32 (weights widened exactly from bf16/f16); only summation order differs,
-// except that avx512bf16 carries activations into its bf16 matmuls as hi + lo bf16 pairs (about 2^-17 relative).
+// Every set computes the same math in f32 (weights widened exactly from bf16/f16); only summation order differs.
 // Within a set, a matmul's out[t][r] is summed in one order whatever the number of tokens T and whichever path
 // (row dots, GEMM) runs it, so that a token's results never depend on the other tokens of its step.
 #pragma once
@@ -14,7 +13,7 @@ namespace moe {
 struct KernelSet {
   const char* name;
   // out[t * ldo + (r - r0)] = dot(W row r, X row t) for r in [r0, r1), t in [0, T); X is T × W.cols, dense.
-  // scratch holds at least 4 × W.cols floats.
+  // scratch holds at least rows_scratch_floats(W.cols) floats.
   void (*matmul_rows)(const Matrix& w, int64_t r0, int64_t r1, const float* x, int64_t T, float* out, int64_t ldo,
                       float* scratch);
   float (*dot)(const float* a, const float* b, int64_t n);
@@ -44,9 +43,8 @@ struct KernelSet {
                            int hd, float* out);
 
   // The GEMM path for many tokens on bf16 weights (avx512bf16 only; null in the other sets): x is packed once per
-  // matmul (each f32 split into bf16 hi + lo, x = hi + lo to about 2^-17 relative, so that vdpbf16ps keeps f32-level
-  // accuracy: the parity tests hold to f32 references), then every row range reads the packed x. It gives the bits
-  // matmul_rows gives for the same rows and tokens.
+  // matmul (each block of 32 columns as its even then its odd columns, f32 as they are), then every row range reads
+  // the packed x. It gives the bits matmul_rows gives for the same rows and tokens.
   // tiled_floats(T, K, dt): floats of the packed buffer, or 0 where the GEMM does not pay or apply (use matmul_rows).
   size_t (*tiled_floats)(int64_t T, int64_t K, DType dt);
   // Packs tokens [tile0 · kTileTokens, tile1 · kTileTokens) of x (T × K, dense) into buf (sized by tiled_floats);
@@ -59,7 +57,15 @@ struct KernelSet {
   // Whether matmul_rows and matmul_tiles take exponent-coded bf16 matrices (Matrix::coded, core/coded-bf16.h);
   // only then does the backend code matrices at load.
   bool codes_bf16 = false;
+  // Whether the bf16 matmuls round x to bf16 (nearest even) first, as llama.cpp does with bf16 weights (--dtype
+  // bfloat16): f32 accumulation of exact products, x to 8 bits; the fast mode where vdpbf16ps is the bottleneck.
+  bool bf16_activations = false;
+  // This set with bf16_activations, where the set has such a twin (avx512bf16); null elsewhere (those round nothing).
+  const KernelSet* with_bf16_activations = nullptr;
 };
+
+// Floats of matmul_rows' scratch for rows of `cols` columns: 4 tokens' x, each padded to whole blocks of 32.
+inline size_t rows_scratch_floats(int64_t cols) { return 4 * static_cast<size_t>((cols + 31) / 32 * 32); }
 
 // Tokens per unit of packing work, and the multiple of rows the GEMM's row ranges come in.
 constexpr int64_t kTileTokens = 16;

@@ -27,7 +27,7 @@ void CpuBackend::moe(int layer, const Buffer& hb, const Buffer& ob) {
   const int T = T_;
   const int E = cfg.experts, K = cfg.top_k, H = cfg.hidden, I = cfg.moe_intermediate;
   float* logits = scratch(kRouter, static_cast<size_t>(T) * E);
-  matmul_into(h, T, w.router, logits, E);
+  matmul_into(exact_, h, T, w.router, logits, E);  // exact: llama.cpp's BF16 GGUFs keep the router in F32
 
   // Routing: softmax over all E in fp32, top-k (ties to the lower index), optional renormalisation.
   std::vector<int> choice(static_cast<size_t>(T) * K);
@@ -121,7 +121,7 @@ void CpuBackend::moe(int layer, const Buffer& hb, const Buffer& ob) {
   const float* up_tiles = pack_experts(xg, H, &Mlp::gate, kTilesUp);
   const std::vector<Job> up_jobs = jobs_for(I, 64);
   pool_.parallel_for(static_cast<int64_t>(up_jobs.size()), 1, [&](int64_t b, int64_t end, int th) {
-    float* s = thread_scratch(th, 4 * static_cast<size_t>(H));
+    float* s = thread_scratch(th, rows_scratch_floats(H));
     for (int64_t j = b; j < end; j++) {
       const Job& job = up_jobs[j];
       const Mlp& ex = w.experts[job.expert];
@@ -134,7 +134,7 @@ void CpuBackend::moe(int layer, const Buffer& hb, const Buffer& ob) {
   const float* down_tiles = pack_experts(g, I, &Mlp::down, kTilesDown);
   const std::vector<Job> down_jobs = jobs_for(H, 128);
   pool_.parallel_for(static_cast<int64_t>(down_jobs.size()), 1, [&](int64_t b, int64_t end, int th) {
-    float* s = thread_scratch(th, 4 * static_cast<size_t>(I));
+    float* s = thread_scratch(th, rows_scratch_floats(I));
     for (int64_t j = b; j < end; j++) {
       const Job& job = down_jobs[j];
       const int64_t o = offset[job.expert], n = offset[job.expert + 1] - o;

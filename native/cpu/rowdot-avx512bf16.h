@@ -4,11 +4,17 @@
 // Batch invariance: every bf16 matmul of this set, whatever the number of tokens in the step (decode, a prompt
 // chunk, the tokens an expert got), whether its rows are coded or not, computes out[t][r] = dot(W row r, x row t)
 // in exactly this order, so that a token's result never depends on the other tokens of its step:
-//   - x row t is split once into bf16 hi and lo rows (split_row: x = hi + lo to about 2^-17 relative);
-//   - per 32 columns k .. k+31 in order (the last block masked with zeros), one vdpbf16ps of the 32 weights with
-//     hi into accumulator ah and one with lo into al: lane l of ah sums the column pairs (k + 2l, k + 2l + 1);
-//   - the result is hsum(ah + al), a fixed tree over the 16 lanes (the one GCC's _mm512_reduce_add_ps uses; written
-//     out here so that it cannot depend on the compiler, and so that hsum4 can do four at once, bit for bit alike).
+//   - x row t is packed once (pack_row): per 32 columns k .. k+31, the 16 even columns (k, k+2, .., k+30) then the
+//     16 odd ones, as they are (f32); the last block is padded with zeros to 32;
+//   - per 32 columns in order (the last block loaded masked, zeros beyond K), the 32 bf16 weights are widened
+//     exactly into f32 (bf16 is the top half of an f32: a shift gives the even columns, a mask the odd ones), then
+//     a = fma(w_even, x_even, a); a = fma(w_odd, x_odd, a): lane l sums columns k + 2l and k + 2l + 1 in turn;
+//   - the result is hsum(a), a fixed tree over the 16 lanes (the one GCC's _mm512_reduce_add_ps uses; written out
+//     here so that it cannot depend on the compiler, and so that hsum4 can do four at once, bit for bit alike).
+// Every step is an fma with its one rounding: f32 accuracy, with x as it is. This replaced x split into bf16
+// hi + lo halves on vdpbf16ps (x to about 2^-17, two vdpbf16ps per 32 columns), which on an Emerald Rapids core
+// issues at half the rate of vfmadd231ps: L2-resident rows (64 × 2048), 48 tokens, one core: 16.4-16.8 GMAC/s
+// there, 23-27 here (bf16-rounded x on one vdpbf16ps, as llama.cpp runs its bf16 matmuls: 25-28).
 // Register blocking (rows × tokens per call) changes which accumulators run side by side, never their order.
 #pragma once
 #include <immintrin.h>
@@ -21,32 +27,26 @@ namespace rowdot {
 inline __mmask16 lanes16(int64_t n) { return n >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << n) - 1u); }
 inline __mmask32 lanes32(int64_t n) { return n >= 32 ? ~static_cast<__mmask32>(0) : (static_cast<__mmask32>(1) << n) - 1; }
 
-// 32 floats (a: columns 0-15, b: 16-31) as bf16 hi and lo halves, x = hi + lo to about 2^-17 relative; the
-// bf16 of column c sits at element c.
-inline void split32(__m512 a, __m512 b, __m512i& hi, __m512i& lo) {
-  hi = reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(b, a));  // the second operand fills the low half
-  const __m512 a_hi = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(hi)), 16));
-  const __m512 b_hi = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(hi, 1)), 16));
-  lo = reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(_mm512_sub_ps(b, b_hi), _mm512_sub_ps(a, a_hi)));
+// Floats of a packed x row of K columns: K rounded up to whole blocks of 32.
+inline int64_t packed_cols(int64_t K) { return (K + 31) / 32 * 32; }
+
+// Columns 0-15 (a) and 16-31 (b) of a block as its even then its odd columns, at dst.
+inline void pack32(__m512 a, __m512 b, float* dst) {
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+  _mm512_storeu_ps(dst, _mm512_permutex2var_ps(a, even, b));
+  _mm512_storeu_ps(dst + 16, _mm512_permutex2var_ps(a, odd, b));
 }
 
-// x (n floats) as bf16 hi and lo rows.
-inline void split_row(const float* x, int64_t n, uint16_t* hi, uint16_t* lo) {
+// x (n floats) packed into packed_cols(n) floats at dst.
+inline void pack_row(const float* x, int64_t n, float* dst) {
   int64_t k = 0;
-  for (; k + 32 <= n; k += 32) {
-    __m512i h, l;
-    split32(_mm512_loadu_ps(x + k), _mm512_loadu_ps(x + k + 16), h, l);
-    _mm512_storeu_si512(hi + k, h);
-    _mm512_storeu_si512(lo + k, l);
-  }
+  for (; k + 32 <= n; k += 32) pack32(_mm512_loadu_ps(x + k), _mm512_loadu_ps(x + k + 16), dst + k);
   if (k < n) {  // the tail, masked
     const int64_t left = n - k;
     const __m512 a = _mm512_maskz_loadu_ps(lanes16(left), x + k);
     const __m512 b = left > 16 ? _mm512_maskz_loadu_ps(lanes16(left - 16), x + k + 16) : _mm512_setzero_ps();
-    __m512i h, l;
-    split32(a, b, h, l);
-    _mm512_mask_storeu_epi16(hi + k, lanes32(left), h);
-    _mm512_mask_storeu_epi16(lo + k, lanes32(left), l);
+    pack32(a, b, dst + k);
   }
 }
 
@@ -70,27 +70,34 @@ inline __m512 hsum4(__m512 a, __m512 b, __m512 c, __m512 d) {
   return _mm512_add_ps(s2, _mm512_shuffle_ps(s2, s2, 0xb1));
 }
 
-// NR × NT accumulator pairs: ah for the hi halves, al for the lo halves.
+// 32 bf16 weights (column order) as f32: the even columns, then the odd ones.
+inline __m512 widen_even(__m512i w) { return _mm512_castsi512_ps(_mm512_slli_epi32(w, 16)); }
+inline __m512 widen_odd(__m512i w) { return _mm512_castsi512_ps(_mm512_and_si512(w, _mm512_set1_epi32(static_cast<int>(0xffff0000u)))); }
+
+// NR × NT accumulators, one per (row, token).
 template <int NR, int NT>
 struct Acc {
-  __m512 h[NR][NT], l[NR][NT];
+  __m512 a[NR][NT];
   Acc() {
     for (int i = 0; i < NR; i++)
-      for (int t = 0; t < NT; t++) h[i][t] = l[i][t] = _mm512_setzero_ps();
+      for (int t = 0; t < NT; t++) a[i][t] = _mm512_setzero_ps();
   }
-  // Row i's 32 weights w[i] against each token's 32 hi and lo values (token t's at hi + t·ldx and lo + t·ldx).
-  template <typename Load>
-  inline void step(const __m512bh* w, const uint16_t* hi, const uint16_t* lo, int64_t ldx, Load load) {
+  // Every row's 32 weights w[i] against each token's packed block (token t's at x + t·ldx).
+  inline void step(const __m512i* w, const float* x, int64_t ldx) {
+    __m512 we[NR], wo[NR];
+    for (int i = 0; i < NR; i++) we[i] = widen_even(w[i]), wo[i] = widen_odd(w[i]);
     for (int t = 0; t < NT; t++) {
-      const __m512bh xh = reinterpret_cast<__m512bh>(load(hi + t * ldx));
-      const __m512bh xl = reinterpret_cast<__m512bh>(load(lo + t * ldx));
-      for (int i = 0; i < NR; i++) {
-        h[i][t] = _mm512_dpbf16_ps(h[i][t], w[i], xh);
-        l[i][t] = _mm512_dpbf16_ps(l[i][t], w[i], xl);
-      }
+      const __m512 xe = _mm512_loadu_ps(x + t * ldx), xo = _mm512_loadu_ps(x + t * ldx + 16);
+      for (int i = 0; i < NR; i++) a[i][t] = _mm512_fmadd_ps(wo[i], xo, _mm512_fmadd_ps(we[i], xe, a[i][t]));
     }
   }
-  // out[t * ldo + i] = the dot of row i and token t: hsum(ah + al), four at a time while they last.
+  // Row i's 32 weights alone (the same operations on its accumulators as step).
+  inline void row_step(int i, __m512i w, const float* x, int64_t ldx) {
+    const __m512 we = widen_even(w), wo = widen_odd(w);
+    for (int t = 0; t < NT; t++)
+      a[i][t] = _mm512_fmadd_ps(wo, _mm512_loadu_ps(x + t * ldx + 16), _mm512_fmadd_ps(we, _mm512_loadu_ps(x + t * ldx), a[i][t]));
+  }
+  // out[t * ldo + i] = the dot of row i and token t: hsum(a), four at a time while they last.
   inline void store(float* out, int64_t ldo) const {
     constexpr int N = NR * NT;
     int n = 0;
@@ -101,20 +108,81 @@ struct Acc {
     }
     for (; n < N; n++) out[n % NT * ldo + n / NT] = hsum(sum(n));
   }
-  // Pair n (row n / NT, token n % NT) as one vector.
-  inline __m512 sum(int n) const { return _mm512_add_ps(h[n / NT][n % NT], l[n / NT][n % NT]); }
+  // Accumulator n (row n / NT, token n % NT).
+  inline __m512 sum(int n) const { return a[n / NT][n % NT]; }
+};
+
+// The bf16-activation mode (--dtype bfloat16, as llama.cpp runs its bf16 matmuls): x rounded to bf16 (nearest
+// even) when packed (pack_row_bf16: per 32 columns, the 32 bf16 in column order; the last block padded with
+// zeros), then one vdpbf16ps per 32 columns: lane l of a sums the products of columns k + 2l and k + 2l + 1.
+// Half the instructions of the fma order above; x carries 8 bits instead of 24.
+inline void pack_row_bf16(const float* x, int64_t n, uint16_t* dst) {
+  int64_t k = 0;
+  for (; k + 32 <= n; k += 32)
+    _mm512_storeu_si512(dst + k, reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(_mm512_loadu_ps(x + k + 16), _mm512_loadu_ps(x + k))));
+  if (k < n) {
+    const int64_t left = n - k;
+    const __m512 a = _mm512_maskz_loadu_ps(lanes16(left), x + k);
+    const __m512 b = left > 16 ? _mm512_maskz_loadu_ps(lanes16(left - 16), x + k + 16) : _mm512_setzero_ps();
+    _mm512_storeu_si512(dst + k, reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(b, a)));
+  }
+}
+
+template <int NR, int NT>
+struct AccBf16 {
+  __m512 a[NR][NT];
+  AccBf16() {
+    for (int i = 0; i < NR; i++)
+      for (int t = 0; t < NT; t++) a[i][t] = _mm512_setzero_ps();
+  }
+  // As Acc::step, x as packed bf16 (token t's block at x + t·ldx).
+  inline void step(const __m512i* w, const uint16_t* x, int64_t ldx) {
+    for (int t = 0; t < NT; t++) {
+      const __m512bh xv = reinterpret_cast<__m512bh>(_mm512_loadu_si512(x + t * ldx));
+      for (int i = 0; i < NR; i++) a[i][t] = _mm512_dpbf16_ps(a[i][t], reinterpret_cast<__m512bh>(w[i]), xv);
+    }
+  }
+  inline void row_step(int i, __m512i w, const uint16_t* x, int64_t ldx) {
+    for (int t = 0; t < NT; t++)
+      a[i][t] = _mm512_dpbf16_ps(a[i][t], reinterpret_cast<__m512bh>(w), reinterpret_cast<__m512bh>(_mm512_loadu_si512(x + t * ldx)));
+  }
+  inline void store(float* out, int64_t ldo) const {
+    constexpr int N = NR * NT;
+    int n = 0;
+    for (; n + 4 <= N; n += 4) {
+      alignas(64) float s[16];
+      _mm512_store_ps(s, hsum4(sum(n), sum(n + 1), sum(n + 2), sum(n + 3)));
+      for (int j = 0; j < 4; j++) out[(n + j) % NT * ldo + (n + j) / NT] = s[4 * j];
+    }
+    for (; n < N; n++) out[n % NT * ldo + n / NT] = hsum(sum(n));
+  }
+  inline __m512 sum(int n) const { return a[n / NT][n % NT]; }
+};
+
+// The two modes: packed x's element type, its packing and its accumulators.
+struct ExactX {
+  using X = float;
+  template <int NR, int NT>
+  using Acc = rowdot::Acc<NR, NT>;
+  static void pack(const float* x, int64_t n, X* dst) { pack_row(x, n, dst); }
+};
+struct Bf16X {
+  using X = uint16_t;
+  template <int NR, int NT>
+  using Acc = AccBf16<NR, NT>;
+  static void pack(const float* x, int64_t n, X* dst) { pack_row_bf16(x, n, dst); }
 };
 
 inline __m512i load32(const uint16_t* p) { return _mm512_loadu_si512(p); }
 
 // out[t * ldo + i] = dot(row i, token t) for NR bf16 rows (row i at w + i·ldw, K columns) and NT tokens (token
-// t's hi row at hi + t·ldx, its lo row at lo + t·ldx). Meanwhile the pf_lines cache lines at pf (at most 2 per
-// full 32-column step) are prefetched into L2, lines it and it + steps at step it (data a later call reads).
-template <int NR, int NT>
-inline void dot_block(const uint16_t* w, int64_t ldw, int64_t K, const uint16_t* hi, const uint16_t* lo, int64_t ldx,
-                      float* out, int64_t ldo, const uint8_t* pf = nullptr, int64_t pf_lines = 0) {
-  Acc<NR, NT> acc;
-  __m512bh wv[NR];
+// t's row packed in mode M at x + t·ldx elements). Meanwhile the pf_lines cache lines at pf (at most 2 per full 32-column step) are
+// prefetched into L2, lines it and it + steps at step it (data a later call reads).
+template <typename M, int NR, int NT>
+inline void dot_block(const uint16_t* w, int64_t ldw, int64_t K, const typename M::X* x, int64_t ldx, float* out,
+                      int64_t ldo, const uint8_t* pf = nullptr, int64_t pf_lines = 0) {
+  typename M::template Acc<NR, NT> acc;
+  __m512i wv[NR];
   const int64_t steps = K / 32;
   int64_t k = 0;
   for (int64_t it = 0; k + 32 <= K; k += 32, it++) {
@@ -122,14 +190,13 @@ inline void dot_block(const uint16_t* w, int64_t ldw, int64_t K, const uint16_t*
       _mm_prefetch(reinterpret_cast<const char*>(pf + 64 * it), _MM_HINT_T1);
       if (it + steps < pf_lines) _mm_prefetch(reinterpret_cast<const char*>(pf + 64 * (it + steps)), _MM_HINT_T1);
     }
-    for (int i = 0; i < NR; i++) wv[i] = reinterpret_cast<__m512bh>(load32(w + i * ldw + k));
-    acc.step(wv, hi + k, lo + k, ldx, load32);
+    for (int i = 0; i < NR; i++) wv[i] = load32(w + i * ldw + k);
+    acc.step(wv, x + k, ldx);
   }
   if (k < K) {
     const __mmask32 m = lanes32(K - k);  // masked loads only for the tail: they are slower on some cores
-    auto load = [m](const uint16_t* p) { return _mm512_maskz_loadu_epi16(m, p); };
-    for (int i = 0; i < NR; i++) wv[i] = reinterpret_cast<__m512bh>(load(w + i * ldw + k));
-    acc.step(wv, hi + k, lo + k, ldx, load);
+    for (int i = 0; i < NR; i++) wv[i] = _mm512_maskz_loadu_epi16(m, w + i * ldw + k);
+    acc.step(wv, x + k, ldx);
   }
   acc.store(out, ldo);
 }

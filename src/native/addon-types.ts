@@ -68,9 +68,16 @@ export interface LoadOptions {
   /**
    * The KV cache's storage: 'bf16' (k and v rounded to nearest even as they are written, half the memory of
    * 'f32') or 'f32' (exact, CPU only: the CUDA backend rejects it). Default: the backend's, bf16 on CUDA and f32
-   * on the CPU (bf16 KV measured outside the llama.cpp parity tolerance there; see src/cli/kv-plan.ts).
+   * on the CPU (the addon's defaults are the exact mode; the CLI's are bf16, src/cli/precision.ts).
    */
   kvCacheDtype?: 'bf16' | 'f32';
+  /**
+   * Activations of the CPU's matmuls on bf16 weights: 'f32' (default, exact: weights widened, f32 fmas) or 'bf16'
+   * (rounded to bf16 first and multiplied on vdpbf16ps, as llama.cpp runs bf16 weights; the router stays exact,
+   * and with a bf16 KV cache q is rounded to bf16 after RoPE). Only the avx512bf16 kernels have the bf16 mode;
+   * other kernel sets and CUDA run 'f32' whatever is asked.
+   */
+  activations?: 'bf16' | 'f32';
   /** Called from the JS thread as weights are validated and paged in (CPU) or uploaded (CUDA). */
   onProgress?: (done: number, total: number) => void;
 }
