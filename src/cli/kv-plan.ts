@@ -4,6 +4,7 @@
 // policy is unit-tested.
 import type { ModelConfig } from '../model/config.ts';
 import type { BackendName, NativeModelConfig } from '../native/addon-types.ts';
+import type { KvCacheDtype } from './precision.ts';
 
 export const DEFAULT_BLOCK_SIZE = 16;
 /** Without --kv-cache-memory: at most this share of the free memory... */
@@ -14,24 +15,6 @@ export const MEMORY_UTILIZATION = 0.9;
 export const KV_DEFAULT_MAX_TOKENS = 256 * 1024;
 
 const GiB = 1024 ** 3;
-
-/** The KV cache's storage (--kv-cache-dtype, vLLM's flag). The CUDA backend stores bf16 only. */
-export type KvCacheDtype = 'bf16' | 'f32';
-export const KV_CACHE_DTYPE_CHOICES = ['auto', 'bf16', 'f32'] as const;
-
-/**
- * --kv-cache-dtype → the storage. 'auto': bf16 on CUDA, f32 on the CPU for now: bf16 K and V on the CPU measured
- * 4.8e-2 to 8.6e-2 nats from llama.cpp's f32-KV logprobs on the generated parity models (and top-1 flips), outside
- * the 0.02 the parity checks hold, so bf16 is opt-in there until that gap is understood. f32 on CUDA is an error
- * naming the flag.
- */
-export function resolveKvCacheDtype(choice: (typeof KV_CACHE_DTYPE_CHOICES)[number] | undefined, backend: BackendName): KvCacheDtype {
-  const dtype = choice === 'f32' || choice === 'bf16' ? choice : backend === 'cuda' ? 'bf16' : 'f32';
-  if (dtype === 'f32' && backend === 'cuda') {
-    throw new Error('--kv-cache-dtype f32 is for the CPU backend: the CUDA backend keeps its KV cache in bf16 (--kv-cache-dtype auto or bf16)');
-  }
-  return dtype;
-}
 
 /**
  * KV bytes per token, all layers, K and V: what the backend stores, layers × 2 × kv heads × head_dim × the

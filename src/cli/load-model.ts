@@ -12,8 +12,11 @@ import { createChatTemplate, type ChatTemplate } from '../chat/template.ts';
 import type { SamplingDefaults } from '../server/sampling.ts';
 import {
   checkGpuMemoryUtilization, checkKvBudget, checkKvPool, DEFAULT_BLOCK_SIZE, derivedMaxModelLen, estimateKvBytesPerToken, estimateWeightBytes,
-  kvBudget, kvLoadOptions, resolveKvCacheDtype, type KV_CACHE_DTYPE_CHOICES, type KvCacheDtype, type KvPlan,
+  kvBudget, kvLoadOptions, type KvPlan,
 } from './kv-plan.ts';
+import {
+  activationsOf, resolveDtype, resolveKvCacheDtype, type Dtype, type DTYPE_CHOICES, type KV_CACHE_DTYPE_CHOICES, type KvCacheDtype,
+} from './precision.ts';
 import { resolveDevice, type DeviceChoice } from './device.ts';
 
 export { DEFAULT_BLOCK_SIZE } from './kv-plan.ts';
@@ -35,7 +38,9 @@ export interface LoadModelOptions {
    * a note, on the CPU and where kvCacheGiB sizes the pool.
    */
   gpuMemoryUtilization?: number;
-  /** --kv-cache-dtype: 'auto' (default) = 'bf16'; 'f32' (CPU only) keeps K and V exact at twice the memory. */
+  /** --dtype: 'auto' (default) = 'bfloat16' unless the checkpoint is float32; 'float32' is the exact mode (precision.ts). */
+  dtype?: (typeof DTYPE_CHOICES)[number];
+  /** --kv-cache-dtype: 'auto' (default) follows dtype (bf16, or f32 for float32 on the CPU); 'f32' is CPU only. */
   kvCacheDtype?: (typeof KV_CACHE_DTYPE_CHOICES)[number];
   blockSize?: number;
   /** Engine scheduling limits (defaults: the engine's). */
@@ -61,6 +66,7 @@ export interface LoadedModel {
   samplingDefaults: Partial<SamplingDefaults>;
   /** The pool as loaded (bytes per token as the model reports it). */
   kv: KvPlan;
+  dtype: Dtype;
   kvCacheDtype: KvCacheDtype;
   kvBlocks: number;
   blockSize: number;
@@ -146,7 +152,8 @@ export async function loadServedModel(options: LoadModelOptions): Promise<Loaded
   // The weights' size in RAM, for the CPU's default budget: the files, or for dummy weights their shapes (no files to stat).
   const fileBytes = config.files.reduce((sum, f) => sum + fs.statSync(f).size, 0);
   const ramWeightBytes = loadFormat === 'dummy' ? estimateWeightBytes(config.native) : fileBytes;
-  const kvCacheDtype = resolveKvCacheDtype(options.kvCacheDtype, backend);
+  const dtype = resolveDtype(options.dtype, config.dtype);
+  const kvCacheDtype = resolveKvCacheDtype(options.kvCacheDtype, backend, dtype);
   const estimate = estimateKvBytesPerToken(config, kvCacheDtype);
   const budget = kvBudget({
     backend,
@@ -181,6 +188,7 @@ export async function loadServedModel(options: LoadModelOptions): Promise<Loaded
     ...kvLoadOptions(budget),
     blockSize,
     kvCacheDtype,
+    activations: activationsOf(dtype),
     mlock: options.mlock ?? false,
     codeWeights: options.codeWeights ?? true,
     onProgress: options.onProgress,
@@ -211,7 +219,7 @@ export async function loadServedModel(options: LoadModelOptions): Promise<Loaded
       weightBytes: backend === 'cpu' ? (loadFormat === 'dummy' ? native.weightBytes || ramWeightBytes : fileBytes) : native.weightDeviceBytes,
     };
     return {
-      config, engine, tokenizer, template, maxModelLen, samplingDefaults, kv, kvCacheDtype, kvBlocks: native.kvBlocks, blockSize: native.blockSize, threads,
+      config, engine, tokenizer, template, maxModelLen, samplingDefaults, kv, dtype, kvCacheDtype, kvBlocks: native.kvBlocks, blockSize: native.blockSize, threads,
       maxNumSeqs, maxNumBatchedTokens, enablePrefixCaching,
       mlock: !options.mlock ? 'off' : native.weightsLocked ? 'locked' : (native.lockError ?? 'not locked'),
       codedWeights: native.codedWeights,

@@ -8,7 +8,8 @@ import { DEFAULT_TOKENIZER_WORKERS } from '../chat/text-service.ts';
 import { DEFAULT_SHUTDOWN_TIMEOUT_S, drain } from '../server/drain.ts';
 import { DEFAULT_MAX_NUM_BATCHED_TOKENS, DEFAULT_MAX_NUM_SEQS } from '../engine/engine.ts';
 import { DEFAULT_BLOCK_SIZE, loadServedModel, type LoadedModel } from './load-model.ts';
-import { DEFAULT_GPU_MEMORY_UTILIZATION, describeKvPlan, KV_CACHE_DTYPE_CHOICES } from './kv-plan.ts';
+import { DEFAULT_GPU_MEMORY_UTILIZATION, describeKvPlan } from './kv-plan.ts';
+import { DTYPE_CHOICES, KV_CACHE_DTYPE_CHOICES } from './precision.ts';
 import { DEVICE_CHOICES, resolveDevice, type DeviceChoice } from './device.ts';
 import { loadAddon } from '../native/load-addon.ts';
 import { ensureDemoModel } from './demo-model.ts';
@@ -30,6 +31,7 @@ export interface ServeOptions {
   kvCacheMemory?: number;
   /** undefined: DEFAULT_GPU_MEMORY_UTILIZATION (left undefined so that an explicit one on the CPU gets its note). */
   gpuMemoryUtilization?: number;
+  dtype: (typeof DTYPE_CHOICES)[number];
   kvCacheDtype: (typeof KV_CACHE_DTYPE_CHOICES)[number];
   blockSize: number;
   maxNumSeqs: number;
@@ -135,6 +137,7 @@ export async function startServer(modelDirArg: string | undefined, opts: ServeOp
     threads: opts.threads,
     kvCacheGiB: opts.kvCacheMemory,
     gpuMemoryUtilization: opts.gpuMemoryUtilization,
+    dtype: opts.dtype,
     kvCacheDtype: opts.kvCacheDtype,
     blockSize: opts.blockSize,
     maxNumSeqs: opts.maxNumSeqs,
@@ -147,6 +150,7 @@ export async function startServer(modelDirArg: string | undefined, opts: ServeOp
   }).finally(() => progress.stop());
   for (const note of loaded.notes) console.log(`note: ${note}`);
   console.log(describeDevice(loaded, opts.threads));
+  console.log(describeDtype(loaded));
   console.log(describeKvPlan(loaded.kv, loaded.maxModelLen, loaded.kvCacheDtype));
   const coded = loaded.codedWeights;
   if (coded.matrices > 0) {
@@ -209,6 +213,16 @@ export function describeDevice(loaded: Pick<LoadedModel, 'device' | 'loadFormat'
   return `device: ${d.name}, ${plural(threads, 'thread')}; weights ${gib(d.weightBytes)} GiB${random}, ${where}`;
 }
 
+/** The start-up log's arithmetic line (--dtype). */
+export function describeDtype(loaded: Pick<LoadedModel, 'device' | 'dtype'>): string {
+  if (loaded.dtype === 'float32') return 'dtype: float32 (exact: matmul activations in f32; --dtype)';
+  // Only the CPU's avx512bf16 kernels have the bf16 mode (addon-types.ts, LoadOptions.activations).
+  const rounds = loaded.device.backend === 'cpu' && loaded.device.name === 'cpu/avx512bf16';
+  return rounds
+    ? 'dtype: bfloat16 (matmul activations on bf16 weights rounded to bf16, as llama.cpp and vLLM; --dtype float32 for the exact mode)'
+    : `dtype: bfloat16 (${loaded.device.name} keeps matmul activations in f32 here; --dtype)`;
+}
+
 function plural(n: number, word: string): string {
   return `${n} ${word}${n === 1 ? '' : 's'}`;
 }
@@ -245,8 +259,15 @@ export function serveCommand(): Command {
       fractionArg,
     )
     .option(
+      '--dtype <dtype>',
+      "the arithmetic: 'auto' (= 'bfloat16' unless the checkpoint is float32) rounds the CPU's matmul activations on bf16 weights to bf16, " +
+        "as llama.cpp and vLLM run bf16 models; 'float32' is the exact mode (f32 activations, and f32 KV on the CPU)",
+      choiceArg(DTYPE_CHOICES),
+      'auto',
+    )
+    .option(
       '--kv-cache-dtype <dtype>',
-      "the KV cache's storage: 'auto' (= 'bf16', as vLLM) or 'bf16', half the memory of 'f32'; 'f32' keeps K and V exact (CPU only)",
+      "the KV cache's storage: 'auto' follows --dtype ('bf16', or 'f32' with --dtype float32 on the CPU); 'bf16' is half the memory of 'f32' (CPU only)",
       choiceArg(KV_CACHE_DTYPE_CHOICES),
       'auto',
     )

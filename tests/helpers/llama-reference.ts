@@ -18,6 +18,12 @@ export interface TopLogprob {
 }
 
 export interface LlamaTeacherForcedOptions {
+  /**
+   * The KV cache's storage (default F32, flash attention off). BF16 runs with flash attention on: llama.cpp's CPU
+   * flash attention widens bf16 K and V rows to f32 (rounding only the query to bf16 for its dot with K), where
+   * without it the softmax would be rounded to bf16 for the product with V as well.
+   */
+  kvCache?: 'F32' | 'BF16';
   /** Context threads (default 2). The result does not depend on it. */
   threads?: number;
   /** Fetch every logit and take the log-softmax in float64; also returns it (vocab-sized, per position). */
@@ -124,9 +130,9 @@ export async function llamaTeacherForced(
       batchSize,
       sequences: 1,
       threads: opts.threads ?? 2,
-      flashAttention: false,
-      experimentalKvCacheKeyType: 'F32',
-      experimentalKvCacheValueType: 'F32',
+      flashAttention: opts.kvCache === 'BF16',
+      experimentalKvCacheKeyType: opts.kvCache ?? 'F32',
+      experimentalKvCacheValueType: opts.kvCache ?? 'F32',
     });
     try {
       const seq = context.getSequence();

@@ -1,7 +1,8 @@
 // Batch invariance (issue 11): a token's logits must not depend on what else is in its step. Here: 16 greedy
 // requests run at once and one at a time through the engine, and one prompt's logprobs computed in one step,
 // in chunks of many sizes, beside other sequences, and on other thread counts, on every kernel set this CPU has:
-// all bit for bit the same.
+// all bit for bit the same; on avx512bf16 also in the server's default arithmetic (--dtype bfloat16: bf16
+// activations and a bf16 KV cache).
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -21,11 +22,15 @@ let dir = '';
 let cfg: ModelConfig;
 const models: NativeModel[] = [];
 
-async function load(simd: string | undefined, kvBlocks: number, codeWeights = true, threads = 2): Promise<NativeModel> {
+type Precision = 'f32' | 'bf16';
+
+async function load(simd: string | undefined, kvBlocks: number, codeWeights = true, threads = 2, precision: Precision = 'f32'): Promise<NativeModel> {
   const prev = process.env.MOESERVE_SIMD;
   if (simd) process.env.MOESERVE_SIMD = simd;
   try {
-    const m = await loadAddon().loadModel({ files: cfg.files, config: cfg.native, threads, kvBlocks, blockSize: BLOCK, codeWeights });
+    const m = await loadAddon().loadModel({
+      files: cfg.files, config: cfg.native, threads, kvBlocks, blockSize: BLOCK, codeWeights, activations: precision, kvCacheDtype: precision,
+    });
     models.push(m);
     return m;
   } finally {
@@ -89,12 +94,14 @@ function maxDiff(a: Float32Array, b: Float32Array): number {
   return d;
 }
 
-// avx512bf16 also with its weights as stored (the server's --no-weight-coding).
-const variants = sets.flatMap((s) => (s === 'avx512bf16' ? [[s, true], [s, false]] : [[s, true]])) as [string, boolean][];
+// avx512bf16 also with its weights as stored (the server's --no-weight-coding), and with bf16 activations and KV.
+const variants = sets.flatMap((s) =>
+  s === 'avx512bf16' ? [[s, true, 'f32'], [s, false, 'f32'], [s, true, 'bf16'], [s, false, 'bf16']] : [[s, true, 'f32']],
+) as [string, boolean, Precision][];
 
-describe.each(variants)('batch invariance, kernel set %s (weight coding %s)', (simd, coding) => {
+describe.each(variants)('batch invariance, kernel set %s (weight coding %s, %s arithmetic)', (simd, coding, precision) => {
   it('one prompt: logprobs whatever the chunking and the other sequences in the step', async () => {
-    const m = await load(simd, 64, coding);
+    const m = await load(simd, 64, coding, 2, precision);
     // Coded, the model has escapes (weights kept beside the codes, added after the row dots): they too must be
     // added alike by every path.
     if (simd === 'avx512bf16') expect(m.codedWeights.matrices > 0 && m.codedWeights.escapes > 0).toBe(coding);
@@ -109,14 +116,14 @@ describe.each(variants)('batch invariance, kernel set %s (weight coding %s)', (s
       worst = Math.max(worst, d);
       report.push(`chunks ${chunks.join('/')} + ${others} others: max |Δ| ${d.toExponential(2)}`);
     }
-    console.log(`[${simd}] ${report.join('; ')}`);
+    console.log(`[${simd} ${precision}] ${report.join('; ')}`);
     expect(worst, report.join('\n')).toBe(0);
   });
 
   it('the same bits on 1, 2 and 3 threads (row ranges split differently)', async () => {
     const prompt = randomTokens(90, 43, VOCAB);
     const runs = [];
-    for (const threads of [2, 1, 3]) runs.push(await promptLogprobs(await load(simd, 64, coding, threads), prompt, [7, 16, 1], 2));
+    for (const threads of [2, 1, 3]) runs.push(await promptLogprobs(await load(simd, 64, coding, threads, precision), prompt, [7, 16, 1], 2));
     expect(maxDiff(runs[1]!, runs[0]!)).toBe(0);
     expect(maxDiff(runs[2]!, runs[0]!)).toBe(0);
   });
@@ -125,7 +132,7 @@ describe.each(variants)('batch invariance, kernel set %s (weight coding %s)', (s
     const params = (): SamplingParams => ({ maxTokens: 24, temperature: 0, topP: 1, topK: 0, stopTokenIds: [], ignoreEos: true, logprobs: 1, promptLogprobs: null });
     const prompts = Array.from({ length: 16 }, (_, i) => randomTokens([3, 40, 17, 1, 90, 8, 33, 5, 64, 2, 12, 100, 7, 25, 50, 4][i]!, 300 + i, VOCAB));
     const runAll = async (concurrent: boolean) => {
-      const m = await load(simd, 256, coding);
+      const m = await load(simd, 256, coding, 2, precision);
       const engine = createEngine({ model: m, maxModelLen: 512, eosTokenIds: cfg.eosTokenIds, vocabSize: VOCAB, ownsModel: false, maxNumSeqs: 16, maxNumBatchedTokens: 64, enablePrefixCaching: false });
       const one = async (p: number[]) => {
         const toks: number[] = [];

@@ -1,8 +1,10 @@
 // A 32K-token prompt served through the real engine (chunked prefill under the default token budget,
 // paged KV over 2048+ blocks) on a generated model, then greedy decoding with top-5 logprobs; llama.cpp,
 // teacher-forced on the same weights (F32 GGUF) over prompt + generated tokens, must agree at those last
-// positions: the same top-1 (= our greedy token) and logprobs within 0.02 nats. Both keep the KV cache in f32
-// (kvCacheDtype 'f32'); with the default bf16 KV the top-1 stays the same but the logprobs move by up to 0.08 nats.
+// positions: the same top-1 (= our greedy token) and logprobs within 0.02 nats. That is the exact mode (f32
+// activations and KV cache, as the reference). Then the server's default bf16 arithmetic (bf16 activations and
+// KV cache) against llama.cpp's own on the same weights (BF16 GGUF, BF16 KV cache): the same top-1 and within
+// 0.02 nats on average (llama-parity-bf16.test.ts says why two bf16 computations are not held to 0.02 each).
 //
 // Sharper attention: make-model's q_norm/k_norm weights (≈1) give attention scores of std ≈1, so over
 // 32K keys the softmax is nearly flat and any single block of the prompt moves the last logprobs by
@@ -79,6 +81,7 @@ beforeAll(async () => {
   expect(cfg.maxPositionEmbeddings).toBeGreaterThanOrEqual(MAX_MODEL_LEN);
   model = await loadAddon().loadModel({
     files: cfg.files, config: cfg.native, threads: 2, kvBlocks: Math.ceil(MAX_MODEL_LEN / BLOCK), blockSize: BLOCK, kvCacheDtype: 'f32',
+    activations: 'f32',
   });
   // The default token budget: the prompt goes in PROMPT_TOKENS / 2048 chunks.
   engine = createEngine({ model, maxModelLen: MAX_MODEL_LEN, eosTokenIds: cfg.eosTokenIds, vocabSize: cfg.native.vocabSize });
@@ -171,5 +174,43 @@ describe(`a ${PROMPT_TOKENS}-token prompt`, () => {
       }
     });
     console.log(`long context: max |Δlogprob| vs llama.cpp ${maxDiff.toExponential(2)} over ${GENERATED} positions`);
+  }, SLOW_TEST_MS);
+});
+
+describe(`the ${PROMPT_TOKENS}-token prompt in the default bf16 arithmetic`, () => {
+  it("matches llama.cpp's bf16 arithmetic at its last positions (top-1, and top-5 logprobs within 0.02 nats on average)", async () => {
+    await convertToGguf(dir, path.join(dir, 'model-bf16.gguf'), { weightType: 'bf16' });
+    const bf16 = await loadAddon().loadModel({
+      files: cfg.files, config: cfg.native, threads: 2, kvBlocks: Math.ceil(MAX_MODEL_LEN / BLOCK), blockSize: BLOCK, kvCacheDtype: 'bf16',
+      activations: 'bf16',
+    });
+    const eng = createEngine({ model: bf16, maxModelLen: MAX_MODEL_LEN, eosTokenIds: cfg.eosTokenIds, vocabSize: cfg.native.vocabSize });
+    const tokens: number[] = [];
+    const logprobs: TokenLogprob[] = [];
+    try {
+      const params = { maxTokens: GENERATED, temperature: 0, topP: 1, topK: 0, stopTokenIds: [], ignoreEos: true, logprobs: TOP, promptLogprobs: null };
+      for await (const e of eng.generate({ promptTokens: prompt, params })) {
+        if (e.type === 'token') tokens.push(e.token), logprobs.push(e.logprob!);
+      }
+    } finally {
+      await eng.close();
+    }
+    expect(tokens).toHaveLength(GENERATED);
+    const ref = await llamaTeacherForced(path.join(dir, 'model-bf16.gguf'), [...prompt, ...tokens.slice(0, -1)], TOP, {
+      lastPositions: GENERATED, kvCache: 'BF16',
+    });
+    let sum = 0, n = 0, max = 0;
+    ref.top.forEach((want, k) => {
+      const got = logprobs[k]!;
+      expect(got.token, `generated token ${k}: top-1`).toBe(want[0]!.token);
+      for (const w of want) {
+        const mine = got.top.find((t) => t.token === w.token);
+        if (!mine) continue;
+        const d = Math.abs(mine.logprob - w.logprob);
+        sum += d, n++, max = Math.max(max, d);
+      }
+    });
+    console.log(`long context, bf16 arithmetic: mean |Δlogprob| vs llama.cpp's bf16 ${(sum / n).toExponential(2)}, max ${max.toExponential(2)} over ${GENERATED} positions`);
+    expect(sum / n).toBeLessThanOrEqual(TOLERANCE);
   }, SLOW_TEST_MS);
 });

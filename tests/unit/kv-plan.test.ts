@@ -14,10 +14,10 @@ import {
   kvBudget,
   kvLoadOptions,
   planKvCache,
-  resolveKvCacheDtype,
   type KvBudget,
 } from '../../src/cli/kv-plan.ts';
 import { cudaUsable, resolveDevice } from '../../src/cli/device.ts';
+import { resolveDtype, resolveKvCacheDtype } from '../../src/cli/precision.ts';
 import type { ModelConfig } from '../../src/model/config.ts';
 import type { BackendInfo, NativeModelConfig } from '../../src/native/addon-types.ts';
 import { planTensors, resolveMakeModelOptions, type MakeModelOptions } from '../../src/model/make-model.ts';
@@ -97,14 +97,23 @@ describe('KV sizing by backend: a budget before the load, the native pool checke
     expect(REAL).toBe(2 * BF16);
   });
 
-  it("--kv-cache-dtype: 'auto' is bf16 on CUDA and f32 (exact) on the CPU; f32 is the CPU's only, refused on CUDA naming the flag", () => {
-    expect(resolveKvCacheDtype(undefined, 'cpu')).toBe('f32');
-    expect(resolveKvCacheDtype('bf16', 'cpu')).toBe('bf16');
-    expect(resolveKvCacheDtype('auto', 'cpu')).toBe('f32');
-    expect(resolveKvCacheDtype('auto', 'cuda')).toBe('bf16');
-    expect(resolveKvCacheDtype('bf16', 'cuda')).toBe('bf16');
-    expect(resolveKvCacheDtype('f32', 'cpu')).toBe('f32');
-    expect(() => resolveKvCacheDtype('f32', 'cuda')).toThrow(/--kv-cache-dtype f32 is for the CPU backend/);
+  it("--dtype: 'auto' is bfloat16 unless the checkpoint is float32; a named one wins", () => {
+    expect(resolveDtype(undefined, 'bf16')).toBe('bfloat16');
+    expect(resolveDtype('auto', 'f16')).toBe('bfloat16');
+    expect(resolveDtype('auto', 'f32')).toBe('float32');
+    expect(resolveDtype('float32', 'bf16')).toBe('float32');
+    expect(resolveDtype('bfloat16', 'f32')).toBe('bfloat16');
+  });
+
+  it("--kv-cache-dtype: 'auto' follows --dtype on the CPU and is bf16 on CUDA; f32 is the CPU's only, refused on CUDA naming the flag", () => {
+    expect(resolveKvCacheDtype(undefined, 'cpu', 'bfloat16')).toBe('bf16');
+    expect(resolveKvCacheDtype('auto', 'cpu', 'bfloat16')).toBe('bf16');
+    expect(resolveKvCacheDtype('auto', 'cpu', 'float32')).toBe('f32');
+    expect(resolveKvCacheDtype('bf16', 'cpu', 'float32')).toBe('bf16');
+    expect(resolveKvCacheDtype('f32', 'cpu', 'bfloat16')).toBe('f32');
+    expect(resolveKvCacheDtype('auto', 'cuda', 'float32')).toBe('bf16');
+    expect(resolveKvCacheDtype('bf16', 'cuda', 'bfloat16')).toBe('bf16');
+    expect(() => resolveKvCacheDtype('f32', 'cuda', 'float32')).toThrow(/--kv-cache-dtype f32 is for the CPU backend/);
   });
 
   it('the start-up line names the dtype beside the bytes per token', () => {
