@@ -42,6 +42,8 @@ interface Flags {
   sequential: boolean;
   /** commander's --no-mlock. */
   mlock: boolean;
+  /** moeserve's --dtype. */
+  dtype: 'auto' | 'bfloat16' | 'float32';
 }
 
 interface Phase {
@@ -154,7 +156,7 @@ async function main(f: Flags): Promise<void> {
   const flashAttention = f.llamaFlashAttention === 'auto' ? 'auto' : f.llamaFlashAttention === 'on';
   const batchSize = Math.max(512, workload.prefillTokens);
   const start: Record<EngineKey, () => Promise<PeerEngine>> = {
-    moeserve: () => startMoeserve({ repoRoot: REPO_ROOT, modelDir: slice.dir, threads: f.threads, kvCacheGiB, maxModelLen, extraArgs: f.mlock ? ['--mlock'] : [] }),
+    moeserve: () => startMoeserve({ repoRoot: REPO_ROOT, modelDir: slice.dir, threads: f.threads, kvCacheGiB, maxModelLen, extraArgs: [...(f.mlock ? ['--mlock'] : []), '--dtype', f.dtype] }),
     llama: () => startLlama({ gguf: slice.gguf, threads: f.threads, contextSize: maxModelLen, batchSize, flashAttention, mlock: f.mlock }),
   };
   // Alternating needs both engines' weights in the page cache at once; when they would not fit, each
@@ -274,6 +276,7 @@ const program = new Command('bench:peer')
   .option('--concurrent-tokens <n>', 'output tokens per concurrent stream', intArg(1), DEFAULT_WORKLOAD.concurrentTokens)
   .option('--no-mlock', "leave both engines' weights unlocked (by default both lock them in RAM: moeserve --mlock, llama.cpp useMlock)")
   .option('--sequential', 'run all samples of one engine, then the other (automatic when both weight files do not fit in memory together)', false)
+  .option('--dtype <dtype>', "moeserve's --dtype: auto (bfloat16 for the bf16 slice, its default), bfloat16, float32 (the exact mode)", choiceArg(['auto', 'bfloat16', 'float32'] as const), 'auto')
   .option('--llama-flash-attention <mode>', "llama.cpp's flash attention: auto (node-llama-cpp's default), on, off", choiceArg(['auto', 'on', 'off'] as const), 'auto');
 
 program.parse(process.argv);

@@ -32,11 +32,30 @@ function revision(): string {
   }
 }
 
+// Cores by (vendor, family, model) from /proc/cpuinfo: virtual machines often name the CPU generically
+// ("Intel(R) Xeon(R) Processor"), and the core generation is what the kernels' speed depends on.
+const CORE_NAMES: Record<string, string> = {
+  'GenuineIntel 6 85': 'Skylake-SP / Cascade Lake', 'GenuineIntel 6 106': 'Ice Lake-SP', 'GenuineIntel 6 143': 'Sapphire Rapids',
+  'GenuineIntel 6 207': 'Emerald Rapids', 'GenuineIntel 6 173': 'Granite Rapids',
+  'AuthenticAMD 25 17': 'Zen 4 (Genoa)', 'AuthenticAMD 25 160': 'Zen 4c (Bergamo)', 'AuthenticAMD 26 2': 'Zen 5 (Turin)',
+  'AuthenticAMD 26 17': 'Zen 5 (Turin)',
+};
+
+/** "model name (vendor family F model M: core)", as much of it as /proc/cpuinfo says. */
+export function describeCpu(cpuinfo: string): string | null {
+  const field = (name: string) => new RegExp(`^${name}\\s*:\\s*(.+)$`, 'm').exec(cpuinfo)?.[1]?.trim();
+  const name = field('model name');
+  if (!name) return null;
+  const vendor = field('vendor_id'), family = field('cpu family'), model = field('model');
+  if (!vendor || !family || !model) return name;
+  const core = CORE_NAMES[`${vendor} ${family} ${model}`];
+  return `${name} (family ${family} model ${model}${core ? `: ${core}` : ''})`;
+}
+
 export function machineInfo(): MachineInfo {
   let cpuModel = os.cpus()[0]?.model ?? 'unknown';
   try {
-    const m = /^model name\s*:\s*(.+)$/m.exec(fs.readFileSync('/proc/cpuinfo', 'utf8'));
-    if (m) cpuModel = m[1]!.trim();
+    cpuModel = describeCpu(fs.readFileSync('/proc/cpuinfo', 'utf8')) ?? cpuModel;
   } catch {
     // not Linux: os.cpus() it is
   }

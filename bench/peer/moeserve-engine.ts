@@ -110,6 +110,8 @@ export async function startMoeserve(o: MoeserveOptions): Promise<PeerEngine> {
       args: args.slice(1),
       // The server's own line on coding the bf16 weights at load, absent when it kept them as they are.
       codedWeights: log.find((l) => l.includes('coded losslessly')),
+      // The server's --dtype line: the arithmetic it ran in.
+      dtype: log.find((l) => l.startsWith('dtype: ')),
     }),
     async close() {
       process.removeListener('exit', killChild);

@@ -54,7 +54,7 @@ ${r.metrics.map((x) => `- **${x.label}** (${x.unit}): ${x.definition}`).join('\n
   template on either side), distinct for every run and stream, so no prefix cache applies. Sampling is greedy on both
   sides and every stream produces exactly its token count (\`ignore_eos\` for moeserve; EOS yielded and counted for llama.cpp).
 - moeserve: \`${r.moeserve.args}\` in a child process, measured through its HTTP API: streaming \`/v1/completions\`
-  with the \`openai\` client (the decode run asks \`logprobs: 0\` so that every token arrives in its own chunk).
+  with the \`openai\` client (the decode run asks \`logprobs: 0\` so that every token arrives in its own chunk).${r.moeserve.describe.dtype ? ` Its arithmetic: ${String(r.moeserve.describe.dtype).replace(/^dtype: /, '')}.` : ''}
 - llama.cpp: in-process through node-llama-cpp: one context of ${r.llama.singleContextSize} tokens (batch ${r.llama.batchSize}) for prefill and decode;
   for N streams a context of N sequences generating together, held in lockstep so that every step is one \`llama_decode\`
   of all N (${r.llama.batching}). Flash attention \`${String(r.llama.flashAttention)}\`, F16 KV cache (node-llama-cpp's defaults).

@@ -3,6 +3,7 @@
 import { describe, expect, it } from 'vitest';
 import { peerChartSvg } from '../../bench/peer/chart.ts';
 import { bf16RowBytes, codedRowBytes, decodeBytesPerToken } from '../../bench/peer/decode-bytes.ts';
+import { describeCpu } from '../../bench/peer/machine.ts';
 import { expectedDistinctExperts } from '../../bench/peer/micro-cases.ts';
 import { SLICE_SHAPE } from '../../bench/peer/slice-model.ts';
 import { withSection } from '../../bench/peer/results-file.ts';
@@ -149,5 +150,16 @@ describe('RESULTS.md sections', () => {
     expect(third.indexOf('peer:begin')).toBeLessThan(third.indexOf('micro:begin'));
     // A file without markers (e.g. hand-written) is rebuilt around the new section.
     expect(withSection('# old notes\n', 'peer', 'p')).toContain('<!-- peer:begin -->\np\n<!-- peer:end -->');
+  });
+});
+
+describe('describeCpu', () => {
+  const info = (vendor: string, family: number, model: number, name: string) =>
+    `processor\t: 0\nvendor_id\t: ${vendor}\ncpu family\t: ${family}\nmodel\t\t: ${model}\nmodel name\t: ${name}\nstepping\t: 2\n`;
+  it('names the core generation a generic virtual CPU hides, and leaves unknown ones at family and model', () => {
+    expect(describeCpu(info('GenuineIntel', 6, 207, 'Intel(R) Xeon(R) Processor'))).toBe('Intel(R) Xeon(R) Processor (family 6 model 207: Emerald Rapids)');
+    expect(describeCpu(info('AuthenticAMD', 26, 2, 'AMD EPYC 9B45'))).toBe('AMD EPYC 9B45 (family 26 model 2: Zen 5 (Turin))');
+    expect(describeCpu(info('GenuineIntel', 6, 999, 'Some Xeon'))).toBe('Some Xeon (family 6 model 999)');
+    expect(describeCpu('flags: avx\n')).toBeNull();
   });
 });
