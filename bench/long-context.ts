@@ -8,7 +8,7 @@
 //                                            [--max-num-batched-tokens 2048] [--compare-llama]
 //
 // The model (and its GGUF) is generated once into bench/.cache/ (git-ignored). Prefill time grows with
-// the square of the prompt: 128K takes tens of minutes on two cores (see bench/README.md).
+// the square of the prompt: 128K takes one to two minutes on two cores (see bench/README.md).
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';

@@ -91,7 +91,7 @@ void matmul_rows(const Matrix& w, int64_t r0, int64_t r1, const float* x, int64_
 const KernelSet& kernels_avx2() {
   static const KernelSet k{"avx2", matmul_rows, dot, axpy, to_f32, max_scalar, exp_sum_scalar, attn_scores_scalar,
                            attn_values_scalar, silu_mul_scalar, attn_scores_bf16_scalar,
-                           attn_values_bf16_scalar};
+                           attn_values_bf16_scalar, attn_softmax_scalar, attn_scores_kt_scalar};
   return k;
 }
 

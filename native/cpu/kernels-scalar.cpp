@@ -1,4 +1,5 @@
 // Portable kernels: plain loops the compiler may vectorise for the baseline ISA. The reference for the others.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -20,15 +21,15 @@ void to_f32(const void* src, DType dt, float* dst, int64_t n) {
 inline float widen(float x) { return x; }
 inline float widen(uint16_t h) { return bf16_to_f32(h); }
 
-// b is f32 or bf16 (the KV cache); one summation order for both.
+// b is f32 or bf16 (the KV cache), its elements `step` apart; one summation order for all.
 template <class B>
-float dot_t(const float* a, const B* b, int64_t n) {
+float dot_t(const float* a, const B* b, int64_t n, int64_t step = 1) {
   float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   int64_t i = 0;
   for (; i + 8 <= n; i += 8)
-    for (int j = 0; j < 8; j++) acc[j] += a[i + j] * widen(b[i + j]);
+    for (int j = 0; j < 8; j++) acc[j] += a[i + j] * widen(b[(i + j) * step]);
   float s = 0;
-  for (; i < n; i++) s += a[i] * widen(b[i]);
+  for (; i < n; i++) s += a[i] * widen(b[i * step]);
   for (int j = 0; j < 8; j++) s += acc[j];
   return s;
 }
@@ -109,6 +110,24 @@ void attn_values_bf16_scalar(const float* p, int group, int64_t ld, const uint16
   attn_values_t(p, group, ld, v, stride, n, hd, out);
 }
 
+void attn_scores_kt_scalar(const float* q, int group, int hd, const float* kt, int64_t ldk, int64_t n, float scale,
+                           float* scores, int64_t ld) {
+  for (int64_t j = 0; j < n; j++)
+    for (int g = 0; g < group; g++) scores[g * ld + j] = dot_t(q + g * hd, kt + j, hd, ldk) * scale;
+}
+
+void attn_softmax_scalar(float* s, int64_t rows, int64_t n, float* m, float* l, float* o, int hd) {
+  for (int64_t r = 0; r < rows; r++) {
+    float* sr = s + r * n;
+    const float mx = std::max(m[r], max_scalar(sr, n));
+    const float c = std::exp(m[r] - mx);
+    l[r] = l[r] * c + exp_sum_scalar(sr, n, mx, 1.0f, sr);
+    if (c != 1.0f)
+      for (int i = 0; i < hd; i++) o[r * hd + i] *= c;
+    m[r] = mx;
+  }
+}
+
 void silu_mul_scalar(float* g, const float* u, int64_t n) {
   for (int64_t i = 0; i < n; i++) g[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
 }
@@ -116,7 +135,7 @@ void silu_mul_scalar(float* g, const float* u, int64_t n) {
 const KernelSet& kernels_scalar() {
   static const KernelSet k{"scalar", matmul_rows, dot, axpy, to_f32, max_scalar, exp_sum_scalar,
                            attn_scores_scalar, attn_values_scalar, silu_mul_scalar, attn_scores_bf16_scalar,
-                           attn_values_bf16_scalar};
+                           attn_values_bf16_scalar, attn_softmax_scalar, attn_scores_kt_scalar};
   return k;
 }
 

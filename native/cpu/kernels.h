@@ -41,6 +41,16 @@ struct KernelSet {
                            float scale, float* scores, int64_t ld);
   void (*attn_values_bf16)(const float* p, int group, int64_t ld, const uint16_t* v, int64_t stride, int64_t n,
                            int hd, float* out);
+  // One block's step of the online softmax (attention-cpu.cpp) for `rows` independent rows r of n scores at
+  // s + r·n (a masked key's score is -inf; each row has a finite one), running max m[r], sum l[r] and output
+  // o + r·hd: mx = max(m[r], max s); c = exp(m[r] − mx); s ← exp(s − mx); l[r] = l[r]·c + Σ s; o_r *= c;
+  // m[r] = mx. m[r] = -inf (no keys yet) gives c = 0 exactly. A row's bits never depend on the other rows.
+  void (*attn_softmax)(float* s, int64_t rows, int64_t n, float* m, float* l, float* o, int hd);
+  // attn_scores with the n keys given transposed: element i of key j at kt[i·ldk + j]. It gives the bits attn_scores
+  // gives on the keys' rows (attention-cpu.cpp transposes a block once for a tile of queries, whose rows then need
+  // no horizontal sums).
+  void (*attn_scores_kt)(const float* q, int group, int hd, const float* kt, int64_t ldk, int64_t n, float scale,
+                         float* scores, int64_t ld);
 
   // The GEMM path for many tokens on bf16 weights (avx512bf16 only; null in the other sets): x is packed once per
   // matmul (each block of 32 columns as its even then its odd columns, f32 as they are), then every row range reads
@@ -84,6 +94,9 @@ void attn_scores_bf16_scalar(const float* q, int group, int hd, const uint16_t* 
                              float scale, float* scores, int64_t ld);
 void attn_values_bf16_scalar(const float* p, int group, int64_t ld, const uint16_t* v, int64_t stride, int64_t n,
                              int hd, float* out);
+void attn_softmax_scalar(float* s, int64_t rows, int64_t n, float* m, float* l, float* o, int hd);
+void attn_scores_kt_scalar(const float* q, int group, int hd, const float* kt, int64_t ldk, int64_t n, float scale,
+                           float* scores, int64_t ld);
 const KernelSet& kernels_avx2();
 const KernelSet& kernels_avx512();
 const KernelSet& kernels_avx512bf16();
