@@ -1,11 +1,15 @@
 // Long-context prefill: one prompt of --tokens tokens (default 32K; 131072 for 128K) through the real
 // engine on a small generated model (max_position_embeddings 131072, or more when prompt + generated
-// tokens need it; chunked prefill under the engine's token budget, paged KV), then a few decode steps. Prints prefill time, tokens/s, CPU time, peak RSS, the KV pool's bytes and the decode step
-// times; --compare-llama runs llama.cpp (node-llama-cpp's CPU build) on the same weights as an F32
-// GGUF for a time ratio.
+// tokens need it; chunked prefill under the engine's token budget, paged KV), or with --model slice on the
+// real layer shapes (bench:peer's 2-layer slice), then a few decode steps. Prints prefill time, tokens/s, CPU
+// time, peak RSS, the KV pool's bytes and the decode step times; --compare-llama runs llama.cpp
+// (node-llama-cpp's CPU build) on the same weights for a time ratio, in the same arithmetic: --dtype bfloat16
+// (the server's default) against a BF16 GGUF with a BF16 KV cache and flash attention, --dtype float32 (the
+// exact mode) against an F32 GGUF (the tiny model) with an F32 KV cache and flash attention off.
 //
-//   node bin/run-ts.js bench/long-context.ts [--tokens 131072] [--decode-steps 8] [--threads N]
-//                                            [--max-num-batched-tokens 2048] [--compare-llama]
+//   node bin/run-ts.js bench/long-context.ts [--tokens 131072] [--model tiny|slice] [--dtype bfloat16|float32]
+//                                            [--decode-steps 8] [--threads N] [--max-num-batched-tokens 2048]
+//                                            [--compare-llama]
 //
 // The model (and its GGUF) is generated once into bench/.cache/ (git-ignored). Prefill time grows with
 // the square of the prompt: 128K takes one to two minutes on two cores (see bench/README.md).
@@ -15,12 +19,13 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command } from 'commander';
 import { getLlama, LlamaLogLevel, type ControlledEvaluateInputItem, type Token } from 'node-llama-cpp';
-import { intArg } from '../src/cli/options.ts';
+import { choiceArg, intArg } from '../src/cli/options.ts';
 import { createEngine, DEFAULT_MAX_NUM_BATCHED_TOKENS } from '../src/engine/engine.ts';
 import { convertToGguf } from '../src/gguf/convert.ts';
 import { loadModelConfig } from '../src/model/config.ts';
 import { makeModel, type MakeModelOptions } from '../src/model/make-model.ts';
 import { loadAddon } from '../src/native/load-addon.ts';
+import { ensureSlice } from './peer/slice-model.ts';
 
 const BENCH_DIR = path.dirname(fileURLToPath(import.meta.url));
 const BLOCK = 16;
@@ -42,6 +47,8 @@ interface Flags {
   maxNumBatchedTokens: number;
   compareLlama: boolean;
   llamaBatch: number;
+  model: 'tiny' | 'slice';
+  dtype: 'bfloat16' | 'float32';
 }
 
 const MiB = 2 ** 20;
@@ -69,11 +76,11 @@ async function cachedModel(context: number): Promise<{ dir: string; gguf: string
   return { dir, gguf: path.join(dir, 'model.gguf') };
 }
 
-async function cachedGguf(dir: string, gguf: string): Promise<void> {
+async function cachedGguf(dir: string, gguf: string, weightType: 'f32' | 'bf16'): Promise<void> {
   if (fs.existsSync(gguf)) return;
-  console.log(`converting to ${gguf} (F32)`);
+  console.log(`converting to ${gguf} (${weightType.toUpperCase()})`);
   const tmp = `${gguf}.tmp-${process.pid}`;
-  await convertToGguf(dir, tmp, { weightType: 'f32' });
+  await convertToGguf(dir, tmp, { weightType });
   fs.renameSync(tmp, gguf);
 }
 
@@ -100,8 +107,10 @@ async function runEngine(f: Flags, dir: string, prompt: number[]): Promise<OurRu
   const maxModelLen = f.tokens + f.decodeSteps + 1;
   const kvBlocks = Math.ceil(maxModelLen / BLOCK);
   const rssBefore = process.memoryUsage().rss;
+  const precision = f.dtype === 'bfloat16' ? 'bf16' : 'f32';
   const model = await loadAddon().loadModel({
     files: cfg.files, config: cfg.native, threads: f.threads, kvBlocks, blockSize: BLOCK, maxNumBatchedTokens: f.maxNumBatchedTokens,
+    activations: precision, kvCacheDtype: precision,
   });
   const rssLoaded = process.memoryUsage().rss;
   const engine = createEngine({
@@ -143,7 +152,7 @@ async function runEngine(f: Flags, dir: string, prompt: number[]): Promise<OurRu
   }
   const kvBytes = kvBytesPerToken * f.tokens;
   console.log(`ours:  prefill ${f.tokens} tokens in ${secs(run.prefillMs)} = ${((f.tokens * 1000) / run.prefillMs).toFixed(0)} tok/s ` +
-    `(CPU ${secs(run.prefillCpuMs)}, ${f.threads} threads, ${f.maxNumBatchedTokens}-token chunks)`);
+    `(CPU ${secs(run.prefillCpuMs)}, ${f.threads} threads, ${f.maxNumBatchedTokens}-token chunks, --dtype ${f.dtype})`);
   console.log(`       decode steps at ~${f.tokens} tokens: ${run.decodeMs.map((m) => m.toFixed(0)).join(', ')} ms ` +
     `(mean ${(run.decodeMs.reduce((a, b) => a + b, 0) / Math.max(1, run.decodeMs.length)).toFixed(0)} ms)`);
   console.log(`       KV for the prompt ${mib(kvBytes)}; peak RSS ${mib(peakRss())}; ` +
@@ -151,11 +160,13 @@ async function runEngine(f: Flags, dir: string, prompt: number[]): Promise<OurRu
   return run;
 }
 
-async function runLlama(f: Flags, gguf: string, prompt: number[], ours: OurRun): Promise<void> {
+async function runLlama(f: Flags, gguf: string, heads: number, prompt: number[], ours: OurRun): Promise<void> {
   const contextSize = Math.ceil((f.tokens + f.decodeSteps + 1) / 256) * 256;
+  // Our arithmetic's counterpart: bf16 → BF16 KV with flash attention (which widens K/V rows to f32, q rounded
+  // to bf16); float32 → F32 KV without it (the parity tests' reference).
+  const bf16 = f.dtype === 'bfloat16';
   // Without flash attention llama.cpp holds a batch × context × heads f32 score matrix per layer graph.
-  const cfgHeads = MODEL.heads!;
-  const scoreBytes = f.llamaBatch * contextSize * cfgHeads * 4;
+  const scoreBytes = bf16 ? 0 : f.llamaBatch * contextSize * heads * 4;
   if (scoreBytes > 0.5 * os.freemem()) {
     console.log(`llama.cpp: skipped, its ${mib(scoreBytes)} attention scores for a ${f.llamaBatch}-token batch do not fit in free memory (${mib(os.freemem())}); try a smaller --llama-batch`);
     return;
@@ -164,8 +175,8 @@ async function runLlama(f: Flags, gguf: string, prompt: number[], ours: OurRun):
   const model = await llama.loadModel({ modelPath: gguf, gpuLayers: 0, useMmap: true });
   try {
     const context = await model.createContext({
-      contextSize, batchSize: f.llamaBatch, sequences: 1, threads: f.threads, flashAttention: false,
-      experimentalKvCacheKeyType: 'F32', experimentalKvCacheValueType: 'F32',
+      contextSize, batchSize: f.llamaBatch, sequences: 1, threads: f.threads, flashAttention: bf16,
+      experimentalKvCacheKeyType: bf16 ? 'BF16' : 'F32', experimentalKvCacheValueType: bf16 ? 'BF16' : 'F32',
     });
     try {
       const seq = context.getSequence();
@@ -188,7 +199,7 @@ async function runLlama(f: Flags, gguf: string, prompt: number[], ours: OurRun):
       const meanDecode = decodeMs.reduce((a, b) => a + b, 0) / Math.max(1, decodeMs.length);
       const ourMeanDecode = ours.decodeMs.reduce((a, b) => a + b, 0) / Math.max(1, ours.decodeMs.length);
       console.log(`llama: prefill ${secs(prefillMs)} = ${((f.tokens * 1000) / prefillMs).toFixed(0)} tok/s (CPU ${secs(prefillCpuMs)}, ` +
-        `F32 KV, flash attention off, ${f.llamaBatch}-token batches); decode mean ${meanDecode.toFixed(0)} ms (one controlledEvaluate call each); peak RSS ${mib(peakRss())}`);
+        `${bf16 ? 'BF16 KV, flash attention on' : 'F32 KV, flash attention off'}, ${f.llamaBatch}-token batches); decode mean ${meanDecode.toFixed(0)} ms (one controlledEvaluate call each); peak RSS ${mib(peakRss())}`);
       console.log(`ratio ours/llama.cpp: prefill ${(ours.prefillMs / prefillMs).toFixed(2)}× (CPU ${(ours.prefillCpuMs / prefillCpuMs).toFixed(2)}×), ` +
         `decode ${(ourMeanDecode / meanDecode).toFixed(2)}×; greedy tokens agree at ${same}/${tokens.length} positions`);
     } finally {
@@ -207,17 +218,30 @@ async function main(): Promise<void> {
     .option('--decode-steps <n>', 'decode steps timed after the prefill', intArg(0), 8)
     .option('--threads <n>', 'compute threads', intArg(1), os.availableParallelism())
     .option('--max-num-batched-tokens <n>', 'the engine\'s per-step token budget (prefill chunk)', intArg(1), DEFAULT_MAX_NUM_BATCHED_TOKENS)
-    .option('--compare-llama', 'also time llama.cpp on the same weights (F32 GGUF)', false)
+    .option('--compare-llama', 'also time llama.cpp on the same weights in the same arithmetic (see the top)', false)
     .option('--llama-batch <n>', 'llama.cpp batch (= ubatch) size', intArg(1), 1024)
+    .option('--model <model>', "tiny (attention dominates) or slice (bench:peer's real layer shapes, 2 layers)", choiceArg(['tiny', 'slice'] as const), 'tiny')
+    .option('--dtype <dtype>', "our arithmetic: bfloat16 (the server's default) or float32 (the exact mode)", choiceArg(['bfloat16', 'float32'] as const), 'bfloat16')
     .parse();
   const f = program.opts<Flags>();
   // Every position, generated ones included, must lie within max_position_embeddings.
   const needed = f.tokens + f.decodeSteps + 1;
-  const { dir, gguf } = await cachedModel(needed <= CONTEXT ? CONTEXT : Math.ceil(needed / 1024) * 1024);
-  if (f.compareLlama) await cachedGguf(dir, gguf);
+  let dir: string, gguf: string, heads: number;
+  if (f.model === 'slice') {
+    if (f.dtype === 'float32' && f.compareLlama) throw new Error('--model slice has a BF16 GGUF only: compare it with --dtype bfloat16');
+    const slice = await ensureSlice(path.join(BENCH_DIR, '.cache'), 2);
+    if (needed > slice.options.maxPositionEmbeddings!) throw new Error(`the slice's context is ${slice.options.maxPositionEmbeddings} tokens`);
+    ({ dir, gguf } = slice);
+    heads = slice.options.heads!;
+  } else {
+    ({ dir, gguf } = await cachedModel(needed <= CONTEXT ? CONTEXT : Math.ceil(needed / 1024) * 1024));
+    if (f.dtype === 'bfloat16') gguf = gguf.replace(/\.gguf$/, '-bf16.gguf');
+    if (f.compareLlama) await cachedGguf(dir, gguf, f.dtype === 'bfloat16' ? 'bf16' : 'f32');
+    heads = MODEL.heads!;
+  }
   const prompt = promptTokens(f.tokens);
   const ours = await runEngine(f, dir, prompt);
-  if (f.compareLlama) await runLlama(f, gguf, prompt, ours);
+  if (f.compareLlama) await runLlama(f, gguf, heads, prompt, ours);
 }
 
 main().catch((e: unknown) => {

@@ -1,9 +1,10 @@
-// The one summation order of the avx512bf16 kernel set's bf16 matmuls (included by kernels-avx512bf16.cpp and
-// coded-avx512bf16.h only, compiled with their flags).
+// The summation orders of the avx512bf16 kernel set's bf16 matmuls (included by kernels-avx512bf16.cpp and
+// coded-avx512bf16.h only, compiled with their flags), one per arithmetic (--dtype).
 //
 // Batch invariance: every bf16 matmul of this set, whatever the number of tokens in the step (decode, a prompt
 // chunk, the tokens an expert got), whether its rows are coded or not, computes out[t][r] = dot(W row r, x row t)
-// in exactly this order, so that a token's result never depends on the other tokens of its step:
+// in exactly its mode's order, so that a token's result never depends on the other tokens of its step.
+// The exact mode (ExactX, --dtype float32):
 //   - x row t is packed once (pack_row): per 32 columns k .. k+31, the 16 even columns (k, k+2, .., k+30) then the
 //     16 odd ones, as they are (f32); the last block is padded with zeros to 32;
 //   - per 32 columns in order (the last block loaded masked, zeros beyond K), the 32 bf16 weights are widened
@@ -11,10 +12,12 @@
 //     a = fma(w_even, x_even, a); a = fma(w_odd, x_odd, a): lane l sums columns k + 2l and k + 2l + 1 in turn;
 //   - the result is hsum(a), a fixed tree over the 16 lanes (the one GCC's _mm512_reduce_add_ps uses; written out
 //     here so that it cannot depend on the compiler, and so that hsum4 can do four at once, bit for bit alike).
-// Every step is an fma with its one rounding: f32 accuracy, with x as it is. This replaced x split into bf16
-// hi + lo halves on vdpbf16ps (x to about 2^-17, two vdpbf16ps per 32 columns), which on an Emerald Rapids core
-// issues at half the rate of vfmadd231ps: L2-resident rows (64 × 2048), 48 tokens, one core: 16.4-16.8 GMAC/s
-// there, 23-27 here (bf16-rounded x on one vdpbf16ps, as llama.cpp runs its bf16 matmuls: 25-28).
+//   Every step is an fma with its one rounding: f32 accuracy with x as it is. It replaced x split into bf16 hi + lo
+//   halves on two vdpbf16ps per 32 columns (x to about 2^-17): vdpbf16ps issues at half the rate of vfmadd231ps on
+//   an Emerald Rapids core (L2-resident 64 × 2048 rows, 48 tokens, one core: hi + lo 16.4-16.8 GMAC/s, this 23-27).
+// The bf16 mode (Bf16X, --dtype bfloat16): x rounded to bf16 when packed, one vdpbf16ps per 32 columns, then hsum
+// (below, beside AccBf16). In whole prompts it is the faster by 1.4-1.6× (the exact mode streams twice the bytes of
+// x and widens every weight vector; 25-28 GMAC/s in the microbenchmark above).
 // Register blocking (rows × tokens per call) changes which accumulators run side by side, never their order.
 #pragma once
 #include <immintrin.h>
@@ -74,14 +77,33 @@ inline __m512 hsum4(__m512 a, __m512 b, __m512 c, __m512 d) {
 inline __m512 widen_even(__m512i w) { return _mm512_castsi512_ps(_mm512_slli_epi32(w, 16)); }
 inline __m512 widen_odd(__m512i w) { return _mm512_castsi512_ps(_mm512_and_si512(w, _mm512_set1_epi32(static_cast<int>(0xffff0000u)))); }
 
-// NR × NT accumulators, one per (row, token).
+// NR × NT accumulators, one per (row, token), and their sums out; the modes' Acc types add their steps.
 template <int NR, int NT>
-struct Acc {
+struct Accumulators {
   __m512 a[NR][NT];
-  Acc() {
+  Accumulators() {
     for (int i = 0; i < NR; i++)
       for (int t = 0; t < NT; t++) a[i][t] = _mm512_setzero_ps();
   }
+  // out[t * ldo + i] = the dot of row i and token t: hsum(a), four at a time while they last.
+  inline void store(float* out, int64_t ldo) const {
+    constexpr int N = NR * NT;
+    int n = 0;
+    for (; n + 4 <= N; n += 4) {
+      alignas(64) float s[16];
+      _mm512_store_ps(s, hsum4(sum(n), sum(n + 1), sum(n + 2), sum(n + 3)));
+      for (int j = 0; j < 4; j++) out[(n + j) % NT * ldo + (n + j) / NT] = s[4 * j];
+    }
+    for (; n < N; n++) out[n % NT * ldo + n / NT] = hsum(sum(n));
+  }
+  // Accumulator n (row n / NT, token n % NT).
+  inline __m512 sum(int n) const { return a[n / NT][n % NT]; }
+};
+
+// The exact mode's accumulators.
+template <int NR, int NT>
+struct Acc : Accumulators<NR, NT> {
+  using Accumulators<NR, NT>::a;
   // Every row's 32 weights w[i] against each token's packed block (token t's at x + t·ldx).
   inline void step(const __m512i* w, const float* x, int64_t ldx) {
     __m512 we[NR], wo[NR];
@@ -97,19 +119,6 @@ struct Acc {
     for (int t = 0; t < NT; t++)
       a[i][t] = _mm512_fmadd_ps(wo, _mm512_loadu_ps(x + t * ldx + 16), _mm512_fmadd_ps(we, _mm512_loadu_ps(x + t * ldx), a[i][t]));
   }
-  // out[t * ldo + i] = the dot of row i and token t: hsum(a), four at a time while they last.
-  inline void store(float* out, int64_t ldo) const {
-    constexpr int N = NR * NT;
-    int n = 0;
-    for (; n + 4 <= N; n += 4) {
-      alignas(64) float s[16];
-      _mm512_store_ps(s, hsum4(sum(n), sum(n + 1), sum(n + 2), sum(n + 3)));
-      for (int j = 0; j < 4; j++) out[(n + j) % NT * ldo + (n + j) / NT] = s[4 * j];
-    }
-    for (; n < N; n++) out[n % NT * ldo + n / NT] = hsum(sum(n));
-  }
-  // Accumulator n (row n / NT, token n % NT).
-  inline __m512 sum(int n) const { return a[n / NT][n % NT]; }
 };
 
 // The bf16-activation mode (--dtype bfloat16, as llama.cpp runs its bf16 matmuls): x rounded to bf16 (nearest
@@ -129,12 +138,8 @@ inline void pack_row_bf16(const float* x, int64_t n, uint16_t* dst) {
 }
 
 template <int NR, int NT>
-struct AccBf16 {
-  __m512 a[NR][NT];
-  AccBf16() {
-    for (int i = 0; i < NR; i++)
-      for (int t = 0; t < NT; t++) a[i][t] = _mm512_setzero_ps();
-  }
+struct AccBf16 : Accumulators<NR, NT> {
+  using Accumulators<NR, NT>::a;
   // As Acc::step, x as packed bf16 (token t's block at x + t·ldx).
   inline void step(const __m512i* w, const uint16_t* x, int64_t ldx) {
     for (int t = 0; t < NT; t++) {
@@ -146,17 +151,6 @@ struct AccBf16 {
     for (int t = 0; t < NT; t++)
       a[i][t] = _mm512_dpbf16_ps(a[i][t], reinterpret_cast<__m512bh>(w), reinterpret_cast<__m512bh>(_mm512_loadu_si512(x + t * ldx)));
   }
-  inline void store(float* out, int64_t ldo) const {
-    constexpr int N = NR * NT;
-    int n = 0;
-    for (; n + 4 <= N; n += 4) {
-      alignas(64) float s[16];
-      _mm512_store_ps(s, hsum4(sum(n), sum(n + 1), sum(n + 2), sum(n + 3)));
-      for (int j = 0; j < 4; j++) out[(n + j) % NT * ldo + (n + j) / NT] = s[4 * j];
-    }
-    for (; n < N; n++) out[n % NT * ldo + n / NT] = hsum(sum(n));
-  }
-  inline __m512 sum(int n) const { return a[n / NT][n % NT]; }
 };
 
 // The two modes: packed x's element type, its packing and its accumulators.

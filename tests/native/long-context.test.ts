@@ -3,8 +3,9 @@
 // teacher-forced on the same weights (F32 GGUF) over prompt + generated tokens, must agree at those last
 // positions: the same top-1 (= our greedy token) and logprobs within 0.02 nats. That is the exact mode (f32
 // activations and KV cache, as the reference). Then the server's default bf16 arithmetic (bf16 activations and
-// KV cache) against llama.cpp's own on the same weights (BF16 GGUF, BF16 KV cache): the same top-1 and within
-// 0.02 nats on average (llama-parity-bf16.test.ts says why two bf16 computations are not held to 0.02 each).
+// KV cache) against llama.cpp's own on the same weights (BF16 GGUF, BF16 KV cache): the same top-1, and within
+// BF16_MEAN_TOLERANCE on average (llama-parity-bf16.test.ts says why two bf16 computations are not held to 0.02
+// nats; here, with attention sharpened over 32K keys, measured: mean 2.7e-2, max 0.11; the exact mode against the same reference: mean 3.5e-2, max 0.13).
 //
 // Sharper attention: make-model's q_norm/k_norm weights (≈1) give attention scores of std ≈1, so over
 // 32K keys the softmax is nearly flat and any single block of the prompt moves the last logprobs by
@@ -33,6 +34,7 @@ const TOP = 5;
 const TOLERANCE = 0.02;
 const BLOCK = 16;
 const QK_SHARPEN = 2;
+const BF16_MEAN_TOLERANCE = 0.04;
 const MAX_MODEL_LEN = PROMPT_TOKENS + 64;
 const OPTS: MakeModelOptions = {
   layers: 2, hidden: 64, heads: 4, kvHeads: 2, headDim: 16, experts: 8, topK: 2, moeIntermediate: 32,
@@ -199,18 +201,24 @@ describe(`the ${PROMPT_TOKENS}-token prompt in the default bf16 arithmetic`, () 
     const ref = await llamaTeacherForced(path.join(dir, 'model-bf16.gguf'), [...prompt, ...tokens.slice(0, -1)], TOP, {
       lastPositions: GENERATED, kvCache: 'BF16',
     });
-    let sum = 0, n = 0, max = 0;
-    ref.top.forEach((want, k) => {
-      const got = logprobs[k]!;
-      expect(got.token, `generated token ${k}: top-1`).toBe(want[0]!.token);
-      for (const w of want) {
-        const mine = got.top.find((t) => t.token === w.token);
-        if (!mine) continue;
-        const d = Math.abs(mine.logprob - w.logprob);
-        sum += d, n++, max = Math.max(max, d);
-      }
-    });
-    console.log(`long context, bf16 arithmetic: mean |Δlogprob| vs llama.cpp's bf16 ${(sum / n).toExponential(2)}, max ${max.toExponential(2)} over ${GENERATED} positions`);
-    expect(sum / n).toBeLessThanOrEqual(TOLERANCE);
+    const distance = (ours: TokenLogprob[]) => {
+      let sum = 0, n = 0, max = 0;
+      ref.top.forEach((want, k) => {
+        for (const w of want) {
+          const mine = ours[k]!.top.find((t) => t.token === w.token);
+          if (!mine) continue;
+          const d = Math.abs(mine.logprob - w.logprob);
+          sum += d, n++, max = Math.max(max, d);
+        }
+      });
+      return { mean: sum / n, max };
+    };
+    const show = (d: { mean: number; max: number }) => `mean |Δlogprob| ${d.mean.toExponential(2)}, max ${d.max.toExponential(2)}`;
+    ref.top.forEach((want, k) => expect(logprobs[k]!.token, `generated token ${k}: top-1`).toBe(want[0]!.token));
+    // The exact run above, where it generated the same tokens, against the same bf16 reference, for scale.
+    const exact = served && served.tokens.join() === tokens.join() ? `; the exact mode ${show(distance(served.logprobs))}` : '';
+    const mine = distance(logprobs);
+    console.log(`long context, bf16 arithmetic against llama.cpp's: ${show(mine)} over ${GENERATED} positions${exact}`);
+    expect(mine.mean).toBeLessThanOrEqual(BF16_MEAN_TOLERANCE);
   }, SLOW_TEST_MS);
 });
