@@ -49,6 +49,7 @@ interface Flags {
   llamaBatch: number;
   model: 'tiny' | 'slice';
   dtype: 'bfloat16' | 'float32';
+  llamaKv?: 'bf16' | 'f32';
 }
 
 const MiB = 2 ** 20;
@@ -162,9 +163,11 @@ async function runEngine(f: Flags, dir: string, prompt: number[]): Promise<OurRu
 
 async function runLlama(f: Flags, gguf: string, heads: number, prompt: number[], ours: OurRun): Promise<void> {
   const contextSize = Math.ceil((f.tokens + f.decodeSteps + 1) / 256) * 256;
-  // Our arithmetic's counterpart: bf16 → BF16 KV with flash attention (which widens K/V rows to f32, q rounded
-  // to bf16); float32 → F32 KV without it (the parity tests' reference).
-  const bf16 = f.dtype === 'bfloat16';
+  // Our arithmetic's counterpart by default: bf16 → BF16 KV with flash attention (which widens K/V rows to f32, q
+  // rounded to bf16); float32 → F32 KV without it (the parity tests' reference). --llama-kv f32 picks the latter
+  // for bf16 too: llama.cpp's CPU flash attention runs one query row at a time (2.8× the time of its f32 path on
+  // the tiny model at 32K), so at the real shapes only its f32 KQ matmuls finish in minutes.
+  const bf16 = (f.llamaKv ?? (f.dtype === 'bfloat16' ? 'bf16' : 'f32')) === 'bf16';
   // Without flash attention llama.cpp holds a batch × context × heads f32 score matrix per layer graph.
   const scoreBytes = bf16 ? 0 : f.llamaBatch * contextSize * heads * 4;
   if (scoreBytes > 0.5 * os.freemem()) {
@@ -220,6 +223,7 @@ async function main(): Promise<void> {
     .option('--max-num-batched-tokens <n>', 'the engine\'s per-step token budget (prefill chunk)', intArg(1), DEFAULT_MAX_NUM_BATCHED_TOKENS)
     .option('--compare-llama', 'also time llama.cpp on the same weights in the same arithmetic (see the top)', false)
     .option('--llama-batch <n>', 'llama.cpp batch (= ubatch) size', intArg(1), 1024)
+    .option('--llama-kv <dtype>', "llama.cpp's KV cache: bf16 (flash attention on; the default with --dtype bfloat16) or f32 (flash attention off)", choiceArg(['bf16', 'f32'] as const))
     .option('--model <model>', "tiny (attention dominates) or slice (bench:peer's real layer shapes, 2 layers)", choiceArg(['tiny', 'slice'] as const), 'tiny')
     .option('--dtype <dtype>', "our arithmetic: bfloat16 (the server's default) or float32 (the exact mode)", choiceArg(['bfloat16', 'float32'] as const), 'bfloat16')
     .parse();

@@ -25,7 +25,7 @@ export interface MetricSummary {
   moeserve: number;
   llama: number;
   ratio: number;
-  /** Issue 5's target for the ratio, where it sets one. */
+  /** The issues' target for the ratio, where they set one (issue 5; prefill: issue 16). */
   target?: number;
   met?: boolean;
   /** Tokens per CPU-second (median), the figure least disturbed by other processes. */

@@ -133,7 +133,7 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
     };
     s.backend.kind = str_opt("backend", "cpu");
     s.backend.cpu_kernels = str_opt("cpuKernels", "");
-    // Default: the backend's own (bf16 on CUDA; f32 on the CPU, the exact mode, see src/cli/kv-plan.ts).
+    // Default: the backend's own (bf16 on CUDA; f32 on the CPU, the exact mode: the CLI picks, src/cli/precision.ts).
     const std::string kv_dtype = str_opt("kvCacheDtype", s.backend.kind == "cuda" ? "bf16" : "f32");
     if (kv_dtype != "bf16" && kv_dtype != "f32") throw Napi::TypeError::New(env, "options.kvCacheDtype must be 'bf16' or 'f32'");
     s.backend.kv_dtype = kv_dtype == "f32" ? DType::F32 : DType::BF16;

@@ -1,6 +1,8 @@
-// AVX-512 BF16 machines: every matmul on bf16 weights runs as row dots that widen the weights exactly to f32 and
-// fma them with x as it is (rowdot-avx512bf16.h), on plain bf16 rows used in place or on rows coded at load
-// (core/coded-bf16.h, coded-avx512bf16.h); everything else is the avx512 set. Compiled with -mavx512bf16 on top
+// AVX-512 BF16 machines: every matmul on bf16 weights runs as row dots (rowdot-avx512bf16.h) in one of two
+// arithmetics, a set each: exact (the weights widened exactly to f32, fmas with x as it is) or bf16 activations
+// (x rounded to bf16, vdpbf16ps), on plain bf16 rows used in place or on rows coded at load (core/coded-bf16.h,
+// coded-avx512bf16.h; a coded row's rare escapes are added with x unrounded in both); everything else is the
+// avx512 set. Compiled with -mavx512bf16 on top
 // of the avx512 set's flags; selected only after cpu-features.cpp has seen AVX512_BF16.
 //
 // One summation order for every bf16 matmul (rowdot-avx512bf16.h; coded rows add their escapes afterwards, the

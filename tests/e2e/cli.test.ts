@@ -188,9 +188,11 @@ describe('moeserve CLI: devices and load formats', () => {
       expect(out).toMatch(/^loading .+ on the CPU, 1 thread$/m);
       expect(out).toContain('note: --gpu-memory-utilization 0.5 is ignored on the CPU');
       expect(out).toMatch(new RegExp(`^device: cpu/${cpuKernels}, 1 thread; weights \\d+\\.\\d\\d GiB, memory-mapped safetensors$`, 'm'));
-      // blocks, tokens, dtype and bytes per token (the CPU's f32 K and V by default, --kv-cache-dtype auto: 2 layers × 2
-      // × 1 kv head × 16 × 4), longest context
-      expect(out).toMatch(/^KV cache: 0\.01 GiB \(--kv-cache-memory\), 2621 blocks of 16 tokens, 41936 tokens \(f32, 256 bytes per token\); longest context that fits: 41936 tokens/m);
+      // The arithmetic: bf16 by default (--dtype auto on a bf16 checkpoint).
+      expect(out).toMatch(cpuKernels === 'avx512bf16' ? /^dtype: bfloat16 \(matmul activations on bf16 weights rounded to bf16/m : /^dtype: bfloat16 \(cpu\/\w+ keeps matmul activations in f32 here/m);
+      // blocks, tokens, dtype and bytes per token (bf16 K and V by default, --kv-cache-dtype auto following --dtype:
+      // 2 layers × 2 × 1 kv head × 16 × 2), longest context
+      expect(out).toMatch(/^KV cache: 0\.01 GiB \(--kv-cache-memory\), 5242 blocks of 16 tokens, 83872 tokens \(bf16, 128 bytes per token\); longest context that fits: 83872 tokens/m);
     } finally {
       await stop(s);
     }

@@ -36,8 +36,8 @@ const servers: Server[] = [];
 
 async function startServer(blocks: number, o: Partial<LoadModelOptions>): Promise<Server> {
   // Half a token over the exact size, so float rounding cannot cost a block.
-  // The CPU's default KV storage (--kv-cache-dtype auto): f32.
-  const estimate = estimateKvBytesPerToken(loadModelConfig(dir), 'f32');
+  // The default KV storage (--kv-cache-dtype auto following --dtype auto on this bf16 checkpoint): bf16.
+  const estimate = estimateKvBytesPerToken(loadModelConfig(dir), 'bf16');
   const kvCacheGiB = ((blocks * BLOCK + 0.5) * estimate) / 1024 ** 3;
   const loaded = await loadServedModel({ dir, threads: 2, kvCacheGiB, blockSize: BLOCK, maxModelLen: MAX_MODEL_LEN, generationConfig: 'vllm', ...o });
   expect(loaded.kvBlocks).toBe(blocks);
