@@ -88,6 +88,35 @@ void test_reference_roundtrip() {
 #include "../cpu/rowdot-avx512bf16.h"
 namespace {
 
+// Rows [r0, r1) of c against nt tokens of x in mode M through the fused row dots (matmul_rows' path); checks that
+// they give the bits of the plain row dot (one row, one token at a time: the GEMM's path) on the rows decoded with
+// their escapes at zero, then the escapes added.
+template <typename M>
+std::vector<float> fused_dots(const moe::CodedBf16& c, const std::vector<float>& x, int nt, int64_t r0, int64_t r1, int64_t cols) {
+  const int64_t P = moe::rowdot::packed_cols(cols);
+  std::vector<typename M::X> xs(static_cast<size_t>(nt * P));
+  for (int t = 0; t < nt; t++) M::pack(x.data() + t * cols, cols, xs.data() + t * P);
+  std::vector<float> out(static_cast<size_t>(nt * (r1 - r0)));
+  switch (nt) {
+    case 1: moe::coded::rows_for_tokens<M, 1>(c, r0, r1, x.data(), xs.data(), out.data(), r1 - r0); break;
+    case 2: moe::coded::rows_for_tokens<M, 2>(c, r0, r1, x.data(), xs.data(), out.data(), r1 - r0); break;
+    case 3: moe::coded::rows_for_tokens<M, 3>(c, r0, r1, x.data(), xs.data(), out.data(), r1 - r0); break;
+    default: moe::coded::rows_for_tokens<M, 4>(c, r0, r1, x.data(), xs.data(), out.data(), r1 - r0); break;
+  }
+  std::vector<uint16_t> zeroed(static_cast<size_t>((r1 - r0) * cols));
+  moe::coded::decode_rows(c, r0, r1, zeroed.data(), false);
+  std::vector<float> gemm(out.size());
+  for (int t = 0; t < nt; t++)
+    for (int64_t r = r0; r < r1; r++)
+      moe::rowdot::dot_block<M, 1, 1>(zeroed.data() + (r - r0) * cols, cols, cols, xs.data() + t * P, P,
+                                      gemm.data() + t * (r1 - r0) + (r - r0), 1);
+  moe::coded::add_escapes(c, r0, r1, x.data(), nt, gemm.data(), r1 - r0);
+  int64_t differ = 0;
+  for (size_t i = 0; i < out.size(); i++) differ += gemm[i] != out[i];
+  CHECK_MSG(differ == 0, "fused dots vs plain row dots, cols " + std::to_string(cols) + ", " + std::to_string(nt) + " tokens: " + std::to_string(differ) + " differ");
+  return out;
+}
+
 void test_avx512bf16_kernels() {
   for (int64_t cols : {256, 768, 2048}) {
     Case c = make_case(10, cols, 99 + static_cast<uint32_t>(cols));
@@ -108,31 +137,12 @@ void test_avx512bf16_kernels() {
     for (int nt = 1; nt <= 4; nt++) {
       std::vector<float> x(static_cast<size_t>(nt * cols));
       for (auto& v : x) v = normal(rng);
-      // x packed as the kernels pack it (each block of 32 columns as its even then its odd columns)
-      const int64_t P = moe::rowdot::packed_cols(cols);
-      std::vector<float> xs(static_cast<size_t>(nt * P));
-      for (int t = 0; t < nt; t++) moe::rowdot::pack_row(x.data() + t * cols, cols, xs.data() + t * P);
       const int64_t r0 = 5, r1 = 10;
-      std::vector<float> out(static_cast<size_t>(nt * (r1 - r0)));
-      switch (nt) {
-        case 1: moe::coded::rows_for_tokens<1>(*c.coded, r0, r1, x.data(), xs.data(), out.data(), r1 - r0); break;
-        case 2: moe::coded::rows_for_tokens<2>(*c.coded, r0, r1, x.data(), xs.data(), out.data(), r1 - r0); break;
-        case 3: moe::coded::rows_for_tokens<3>(*c.coded, r0, r1, x.data(), xs.data(), out.data(), r1 - r0); break;
-        default: moe::coded::rows_for_tokens<4>(*c.coded, r0, r1, x.data(), xs.data(), out.data(), r1 - r0); break;
-      }
-      // The same bits as the GEMM path: the plain row dot (one row, one token at a time) on the rows decoded with
-      // their escapes at zero, then the escapes added.
-      int64_t differ = 0;
-      std::vector<uint16_t> zeroed(static_cast<size_t>((r1 - r0) * cols));
-      moe::coded::decode_rows(*c.coded, r0, r1, zeroed.data(), false);
-      std::vector<float> gemm(out.size());
-      for (int t = 0; t < nt; t++)
-        for (int64_t r = r0; r < r1; r++)
-          moe::rowdot::dot_block<1, 1>(zeroed.data() + (r - r0) * cols, cols, cols, xs.data() + t * P, P,
-                                       gemm.data() + t * (r1 - r0) + (r - r0), 1);
-      moe::coded::add_escapes(*c.coded, r0, r1, x.data(), nt, gemm.data(), r1 - r0);
-      for (size_t i = 0; i < out.size(); i++) differ += gemm[i] != out[i];
-      CHECK_MSG(differ == 0, "fused dots vs plain row dots, cols " + std::to_string(cols) + ", " + std::to_string(nt) + " tokens: " + std::to_string(differ) + " differ");
+      // Both arithmetics: the fused row dots give the plain row dots' bits; exact is f32-accurate, bf16 x within
+      // its rounding (2^-9 of each product's size).
+      const std::vector<float> out = fused_dots<moe::rowdot::ExactX>(*c.coded, x, nt, r0, r1, cols);
+      const std::vector<float> out16 = fused_dots<moe::rowdot::Bf16X>(*c.coded, x, nt, r0, r1, cols);
+      double worst16 = 0;
       double worst = 0;
       for (int t = 0; t < nt; t++) {
         for (int64_t r = r0; r < r1; r++) {
@@ -143,9 +153,11 @@ void test_avx512bf16_kernels() {
             mag += std::fabs(p);
           }
           worst = std::max(worst, std::fabs(out[t * (r1 - r0) + (r - r0)] - sum) / (mag + 1e-30));
+          worst16 = std::max(worst16, std::fabs(out16[t * (r1 - r0) + (r - r0)] - sum) / (mag + 1e-30));
         }
       }
       CHECK_MSG(worst < 1e-6, "fused dots, cols " + std::to_string(cols) + ", " + std::to_string(nt) + " tokens: relative error " + std::to_string(worst));
+      CHECK_MSG(worst16 < 4e-3 && worst16 > 0, "fused dots on bf16 x, cols " + std::to_string(cols) + ", " + std::to_string(nt) + " tokens: relative error " + std::to_string(worst16));
     }
   }
 }
