@@ -80,11 +80,11 @@ inline void prefetch_share(const uint8_t* p, int64_t lines, int64_t it, int64_t 
 }
 
 // out[t * ldo + j] = dot(row r + j, token t) without the row's escapes, for NR rows and NT tokens; token t's
-// x packed in mode M (rowdot::ExactX or Bf16X) at xs + t·packed_cols(K). Same accumulation order as
+// x packed in mode M (rowdot::ExactX or Bf16X) at xs + t·padded_cols(K). Same accumulation order as
 // rowdot::dot_block on the plain rows.
 template <typename M, int NR, int NT>
 inline void dot_rows(const CodedBf16& c, int64_t r, const typename M::X* xs, float* out, int64_t ldo) {
-  const int64_t K = c.cols, ldx = rowdot::packed_cols(K);
+  const int64_t K = c.cols, ldx = padded_cols(K);
   typename M::template Acc<NR, NT> acc;
   __m512i table[NR];
   for (int j = 0; j < NR; j++) table[j] = table_of(c.row(r + j));

@@ -29,7 +29,6 @@ namespace {
 using rowdot::dot_block;
 using rowdot::Bf16X;
 using rowdot::ExactX;
-using rowdot::packed_cols;
 
 // From this many tokens on, x is packed once per matmul into a shared buffer (pack_tiles) for the GEMM; fewer
 // are packed per thread inside matmul_rows. Both run the same row dots.
@@ -44,16 +43,16 @@ template <typename M> struct Block;
 template <> struct Block<ExactX> { static constexpr int rows = 2, tokens = 4; };
 template <> struct Block<Bf16X> { static constexpr int rows = 4, tokens = 4; };
 
-// The packed buffer: token t's packed row (M::pack) at t · packed_cols(K) elements of M::X.
+// The packed buffer: token t's packed row (M::pack) at t · padded_cols(K) elements of M::X.
 template <typename M>
 size_t tiled_floats(int64_t T, int64_t K, DType dt) {
   if (dt != DType::BF16 || T < kMinPackedTokens) return 0;
-  return (static_cast<size_t>(T * packed_cols(K)) * sizeof(typename M::X) + sizeof(float) - 1) / sizeof(float);
+  return (static_cast<size_t>(T * padded_cols(K)) * sizeof(typename M::X) + sizeof(float) - 1) / sizeof(float);
 }
 
 template <typename M>
 void pack_tiles(const float* x, int64_t T, int64_t K, int64_t tile0, int64_t tile1, float* buf) {
-  const int64_t P = packed_cols(K);
+  const int64_t P = padded_cols(K);
   auto* xs = reinterpret_cast<typename M::X*>(buf);
   for (int64_t t = tile0 * kTileTokens; t < std::min(T, tile1 * kTileTokens); t++) M::pack(x + t * K, K, xs + t * P);
 }
@@ -66,7 +65,7 @@ template <typename M>
 void gemm_rows(const uint16_t* w, int64_t ldw, int64_t n, int64_t K, const typename M::X* xs, int64_t T, float* out,
                int64_t ldo, const uint8_t* pf = nullptr, int64_t pf_bytes = 0) {
   constexpr int NR = Block<M>::rows, NTT = Block<M>::tokens;
-  const int64_t ldx = packed_cols(K);
+  const int64_t ldx = padded_cols(K);
   const int64_t pf_lines = pf_bytes / 64, per_call = 2 * (K / 32);
   int64_t pf_done = 0;
   auto group = [&](auto nt, int64_t t) {
@@ -128,7 +127,7 @@ void matmul_tiles(const Matrix& w, int64_t r0, int64_t r1, const float* tiles, c
 }
 
 // Few tokens (decode, and experts that got few tokens of a step): memory-bound row dots, in groups of up to 4
-// tokens, each packed once into scratch (4 × packed_cols(K) elements, rows_scratch_floats).
+// tokens, each packed once into scratch (4 × padded_cols(K) elements, rows_scratch_floats).
 template <typename M>
 void matmul_rows_bf16(const Matrix& w, int64_t r0, int64_t r1, const float* x, int64_t T, float* out, int64_t ldo,
                       float* scratch) {
@@ -136,7 +135,7 @@ void matmul_rows_bf16(const Matrix& w, int64_t r0, int64_t r1, const float* x, i
     kernels_avx512().matmul_rows(w, r0, r1, x, T, out, ldo, scratch);
     return;
   }
-  const int64_t K = w.cols, P = packed_cols(K);
+  const int64_t K = w.cols, P = padded_cols(K);
   auto* xs = reinterpret_cast<typename M::X*>(scratch);
   for (int64_t t0 = 0; t0 < T; t0 += 4) {
     const int64_t nt = std::min<int64_t>(4, T - t0);

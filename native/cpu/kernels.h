@@ -1,5 +1,6 @@
 // The CPU's innermost loops, one set per instruction-set level, chosen once at run time (cpu-features.cpp).
-// Every set computes the same math in f32 (weights widened exactly from bf16/f16); only summation order differs.
+// Every set computes the same math in f32 (weights widened exactly from bf16/f16); only summation order differs,
+// except in avx512bf16's twin with bf16_activations (--dtype bfloat16), which rounds its matmuls' x to bf16.
 // Within a set, a matmul's out[t][r] is summed in one order whatever the number of tokens T and whichever path
 // (row dots, GEMM) runs it, so that a token's results never depend on the other tokens of its step.
 #pragma once
@@ -53,8 +54,8 @@ struct KernelSet {
                          float* scores, int64_t ld);
 
   // The GEMM path for many tokens on bf16 weights (avx512bf16 only; null in the other sets): x is packed once per
-  // matmul (each block of 32 columns as its even then its odd columns, f32 as they are), then every row range reads
-  // the packed x. It gives the bits matmul_rows gives for the same rows and tokens.
+  // matmul in the set's arithmetic (rowdot-avx512bf16.h: f32 as they are, or rounded to bf16), then every row range
+  // reads the packed x. It gives the bits matmul_rows gives for the same rows and tokens.
   // tiled_floats(T, K, dt): floats of the packed buffer, or 0 where the GEMM does not pay or apply (use matmul_rows).
   size_t (*tiled_floats)(int64_t T, int64_t K, DType dt);
   // Packs tokens [tile0 · kTileTokens, tile1 · kTileTokens) of x (T × K, dense) into buf (sized by tiled_floats);
@@ -74,8 +75,10 @@ struct KernelSet {
   const KernelSet* with_bf16_activations = nullptr;
 };
 
+// cols rounded up to whole blocks of 32: the length of a row of x as the avx512bf16 matmuls pack it.
+inline int64_t padded_cols(int64_t cols) { return (cols + 31) / 32 * 32; }
 // Floats of matmul_rows' scratch for rows of `cols` columns: 4 tokens' x, each padded to whole blocks of 32.
-inline size_t rows_scratch_floats(int64_t cols) { return 4 * static_cast<size_t>((cols + 31) / 32 * 32); }
+inline size_t rows_scratch_floats(int64_t cols) { return 4 * static_cast<size_t>(padded_cols(cols)); }
 
 // Tokens per unit of packing work, and the multiple of rows the GEMM's row ranges come in.
 constexpr int64_t kTileTokens = 16;

@@ -24,14 +24,27 @@
 
 #include <cstdint>
 
+#include "cpu/kernels.h"
+
 namespace moe {
 namespace rowdot {
 
 inline __mmask16 lanes16(int64_t n) { return n >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << n) - 1u); }
 inline __mmask32 lanes32(int64_t n) { return n >= 32 ? ~static_cast<__mmask32>(0) : (static_cast<__mmask32>(1) << n) - 1; }
 
-// Floats of a packed x row of K columns: K rounded up to whole blocks of 32.
-inline int64_t packed_cols(int64_t K) { return (K + 31) / 32 * 32; }
+// Calls block(a, b, k) for every 32 columns k .. k+31 of x (n floats), a holding columns k .. k+15 and b the next
+// 16; the last block loaded masked, zeros beyond n.
+template <typename Block>
+inline void for_blocks(const float* x, int64_t n, Block block) {
+  int64_t k = 0;
+  for (; k + 32 <= n; k += 32) block(_mm512_loadu_ps(x + k), _mm512_loadu_ps(x + k + 16), k);
+  if (k < n) {
+    const int64_t left = n - k;
+    const __m512 a = _mm512_maskz_loadu_ps(lanes16(left), x + k);
+    const __m512 b = left > 16 ? _mm512_maskz_loadu_ps(lanes16(left - 16), x + k + 16) : _mm512_setzero_ps();
+    block(a, b, k);
+  }
+}
 
 // Columns 0-15 (a) and 16-31 (b) of a block as its even then its odd columns, at dst.
 inline void pack32(__m512 a, __m512 b, float* dst) {
@@ -41,16 +54,9 @@ inline void pack32(__m512 a, __m512 b, float* dst) {
   _mm512_storeu_ps(dst + 16, _mm512_permutex2var_ps(a, odd, b));
 }
 
-// x (n floats) packed into packed_cols(n) floats at dst.
+// x (n floats) packed into padded_cols(n) floats at dst.
 inline void pack_row(const float* x, int64_t n, float* dst) {
-  int64_t k = 0;
-  for (; k + 32 <= n; k += 32) pack32(_mm512_loadu_ps(x + k), _mm512_loadu_ps(x + k + 16), dst + k);
-  if (k < n) {  // the tail, masked
-    const int64_t left = n - k;
-    const __m512 a = _mm512_maskz_loadu_ps(lanes16(left), x + k);
-    const __m512 b = left > 16 ? _mm512_maskz_loadu_ps(lanes16(left - 16), x + k + 16) : _mm512_setzero_ps();
-    pack32(a, b, dst + k);
-  }
+  for_blocks(x, n, [dst](__m512 a, __m512 b, int64_t k) { pack32(a, b, dst + k); });
 }
 
 // The sum of v's 16 lanes: s8[i] = v[i + 8] + v[i]; s4[i] = s8[i + 4] + s8[i]; (s4[0] + s4[2]) + (s4[1] + s4[3]).
@@ -126,15 +132,9 @@ struct Acc : Accumulators<NR, NT> {
 // zeros), then one vdpbf16ps per 32 columns: lane l of a sums the products of columns k + 2l and k + 2l + 1.
 // Half the instructions of the fma order above; x carries 8 bits instead of 24.
 inline void pack_row_bf16(const float* x, int64_t n, uint16_t* dst) {
-  int64_t k = 0;
-  for (; k + 32 <= n; k += 32)
-    _mm512_storeu_si512(dst + k, reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(_mm512_loadu_ps(x + k + 16), _mm512_loadu_ps(x + k))));
-  if (k < n) {
-    const int64_t left = n - k;
-    const __m512 a = _mm512_maskz_loadu_ps(lanes16(left), x + k);
-    const __m512 b = left > 16 ? _mm512_maskz_loadu_ps(lanes16(left - 16), x + k + 16) : _mm512_setzero_ps();
-    _mm512_storeu_si512(dst + k, reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(b, a)));
-  }
+  for_blocks(x, n, [dst](__m512 a, __m512 b, int64_t k) {
+    _mm512_storeu_si512(dst + k, reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(b, a)));  // the second operand fills the low half
+  });
 }
 
 template <int NR, int NT>

@@ -93,7 +93,7 @@ namespace {
 // their escapes at zero, then the escapes added.
 template <typename M>
 std::vector<float> fused_dots(const moe::CodedBf16& c, const std::vector<float>& x, int nt, int64_t r0, int64_t r1, int64_t cols) {
-  const int64_t P = moe::rowdot::packed_cols(cols);
+  const int64_t P = moe::padded_cols(cols);
   std::vector<typename M::X> xs(static_cast<size_t>(nt * P));
   for (int t = 0; t < nt; t++) M::pack(x.data() + t * cols, cols, xs.data() + t * P);
   std::vector<float> out(static_cast<size_t>(nt * (r1 - r0)));

@@ -110,26 +110,31 @@ describe('the llama.cpp reference for long prompts', () => {
   }, SLOW_TEST_MS);
 });
 
+/** The prompt then GENERATED greedy tokens with top-TOP logprobs, timed. */
+async function serveGreedy(eng: LlmEngineHandle): Promise<Served> {
+  const t0 = performance.now();
+  let prefillMs = 0;
+  const tokens: number[] = [];
+  const logprobs: TokenLogprob[] = [];
+  let finish: Served['finish'] | undefined;
+  const params = {
+    maxTokens: GENERATED, temperature: 0, topP: 1, topK: 0, stopTokenIds: [], ignoreEos: true, logprobs: TOP, promptLogprobs: null,
+  };
+  for await (const e of eng.generate({ promptTokens: prompt, params })) {
+    if (e.type === 'token') {
+      if (tokens.length === 0) prefillMs = performance.now() - t0;
+      tokens.push(e.token);
+      expect(e.logprob).not.toBeNull();
+      logprobs.push(e.logprob!);
+    } else if (e.type === 'finish') finish = e;
+  }
+  return { tokens, logprobs, finish: finish!, prefillMs, totalMs: performance.now() - t0 };
+}
+
 describe(`a ${PROMPT_TOKENS}-token prompt`, () => {
   it('is served by the engine in chunked prefill steps, then decoded greedily', async () => {
-    const t0 = performance.now();
-    let prefillMs = 0;
-    const tokens: number[] = [];
-    const logprobs: TokenLogprob[] = [];
-    let finish: Served['finish'] | undefined;
-    const params = {
-      maxTokens: GENERATED, temperature: 0, topP: 1, topK: 0, stopTokenIds: [], ignoreEos: true, logprobs: TOP, promptLogprobs: null,
-    };
-    for await (const e of engine!.generate({ promptTokens: prompt, params })) {
-      if (e.type === 'token') {
-        if (tokens.length === 0) prefillMs = performance.now() - t0;
-        tokens.push(e.token);
-        expect(e.logprob).not.toBeNull();
-        logprobs.push(e.logprob!);
-      } else if (e.type === 'finish') finish = e;
-    }
-    const totalMs = performance.now() - t0;
-    served = { tokens, logprobs, finish: finish!, prefillMs, totalMs };
+    served = await serveGreedy(engine!);
+    const { tokens, logprobs, finish, prefillMs, totalMs } = served;
     console.log(
       `long context: ${PROMPT_TOKENS}-token prefill ${(prefillMs / 1000).toFixed(1)} s ` +
         `(${((PROMPT_TOKENS * 1000) / prefillMs).toFixed(0)} tok/s), ${GENERATED - 1} decode steps ` +
@@ -187,16 +192,7 @@ describe(`the ${PROMPT_TOKENS}-token prompt in the default bf16 arithmetic`, () 
       activations: 'bf16',
     });
     const eng = createEngine({ model: bf16, maxModelLen: MAX_MODEL_LEN, eosTokenIds: cfg.eosTokenIds, vocabSize: cfg.native.vocabSize });
-    const tokens: number[] = [];
-    const logprobs: TokenLogprob[] = [];
-    try {
-      const params = { maxTokens: GENERATED, temperature: 0, topP: 1, topK: 0, stopTokenIds: [], ignoreEos: true, logprobs: TOP, promptLogprobs: null };
-      for await (const e of eng.generate({ promptTokens: prompt, params })) {
-        if (e.type === 'token') tokens.push(e.token), logprobs.push(e.logprob!);
-      }
-    } finally {
-      await eng.close();
-    }
+    const { tokens, logprobs } = await serveGreedy(eng).finally(() => eng.close());
     expect(tokens).toHaveLength(GENERATED);
     const ref = await llamaTeacherForced(path.join(dir, 'model-bf16.gguf'), [...prompt, ...tokens.slice(0, -1)], TOP, {
       lastPositions: GENERATED, kvCache: 'BF16',
