@@ -4,7 +4,6 @@
 // whose default model speaks the Responses API, and @ai-sdk/openai-compatible) and LlamaIndex (@llamaindex/openai),
 // all with zod 4 schemas. A random model says nothing sensible, so structure comes from guided decoding: schemas
 // are bounded (maxLength, maxItems) so replies finish within max_tokens, and tools are forced where a call must come.
-import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import OpenAI from 'openai';
 import { zodResponseFormat } from 'openai/helpers/zod';
@@ -18,7 +17,8 @@ import { OpenAI as LlamaOpenAI } from '@llamaindex/openai';
 import type { FastifyInstance } from 'fastify';
 import { loadServedModel, type LoadedModel } from '../../src/cli/load-model.ts';
 import { buildApp } from '../../src/server/app.ts';
-import { guidedDecodingFor, type GuidedDecoding } from '../../src/guided/guided-decoding.ts';
+import type { GuidedDecoding } from '../../src/guided/guided-decoding.ts';
+import { warmGuidedDecoding } from '../helpers/tiny-server.ts';
 import { testModel } from '../helpers/model-fixtures.ts';
 import { listenLoopback } from '../helpers/loopback.ts';
 
@@ -33,8 +33,7 @@ beforeAll(async () => {
   const dir = await testModel({ seed: 21, layers: 2, hidden: 64, heads: 4, kvHeads: 2, headDim: 16, experts: 8, topK: 2, mlpOnlyLayers: [0], maxPositionEmbeddings: 4096 });
   loaded = await loadServedModel({ dir, threads: 2, kvCacheGiB: 0.25, generationConfig: 'vllm' });
   const vocabSize = loaded.config.native.vocabSize;
-  guidedDecoding = guidedDecodingFor(path.join(dir, 'tokenizer.json'), vocabSize, loaded.engine.eosTokenIds);
-  await guidedDecoding.warmup();
+  guidedDecoding = await warmGuidedDecoding(loaded);
   app = buildApp({
     engine: loaded.engine, tokenizer: loaded.tokenizer, template: loaded.template, servedModelName: MODEL, vocabSize, guidedDecoding, apiKey: KEY,
   });

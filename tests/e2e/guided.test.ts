@@ -2,13 +2,13 @@
 // addon, engine and server on loopback, the official `openai` client. Sampling at temperature 1 from
 // random weights, the grammar does all the work: every reply must parse and validate. Grammars are
 // compiled in the grammar worker: huge schemas get 400s, and the event loop stays responsive.
-import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import OpenAI from 'openai';
 import type { FastifyInstance } from 'fastify';
 import { loadServedModel, type LoadedModel } from '../../src/cli/load-model.ts';
 import { buildApp } from '../../src/server/app.ts';
-import { guidedDecodingFor, type GuidedDecoding } from '../../src/guided/guided-decoding.ts';
+import type { GuidedDecoding } from '../../src/guided/guided-decoding.ts';
+import { warmGuidedDecoding } from '../helpers/tiny-server.ts';
 import { testModel } from '../helpers/model-fixtures.ts';
 import { enumLoad, quantile, validator, watchEventLoop, type EnumLoad } from '../unit/guided-helpers.ts';
 import { listenLoopback } from '../helpers/loopback.ts';
@@ -29,8 +29,7 @@ beforeAll(async () => {
   loaded = await loadServedModel({ dir, threads: 2, kvCacheGiB: 0.25, generationConfig: 'vllm' });
   const vocabSize = loaded.config.native.vocabSize;
   const common = { engine: loaded.engine, tokenizer: loaded.tokenizer, template: loaded.template, servedModelName: MODEL, vocabSize };
-  guidedDecoding = guidedDecodingFor(path.join(dir, 'tokenizer.json'), vocabSize, loaded.engine.eosTokenIds);
-  await guidedDecoding.warmup();
+  guidedDecoding = await warmGuidedDecoding(loaded);
   app = buildApp({ ...common, guidedDecoding });
   bare = buildApp(common);
   origin = await listenLoopback(app);

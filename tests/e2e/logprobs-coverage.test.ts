@@ -4,13 +4,12 @@
 // once the JSON is complete), a stop token id, max_tokens, or a stop string. As vLLM, the EOS or stop
 // token is counted and has its logprob entry (its text, "<|im_end|>", is not in the reply); a stop
 // string's last token is counted and covered though the string is cut from the text.
-import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import OpenAI from 'openai';
 import type { FastifyInstance } from 'fastify';
 import { buildApp } from '../../src/server/app.ts';
-import { guidedDecodingFor, type GuidedDecoding } from '../../src/guided/guided-decoding.ts';
-import { startTinyServer, tinyModelDir, TINY_MODEL, type TinyServer } from '../helpers/tiny-server.ts';
+import type { GuidedDecoding } from '../../src/guided/guided-decoding.ts';
+import { startTinyServer, TINY_MODEL, type TinyServer, warmGuidedDecoding } from '../helpers/tiny-server.ts';
 import { listenLoopback } from '../helpers/loopback.ts';
 
 const EOS = 151645;
@@ -22,8 +21,7 @@ let client: OpenAI;
 beforeAll(async () => {
   server = await startTinyServer();
   const { loaded } = server;
-  guided = guidedDecodingFor(path.join(await tinyModelDir(), 'tokenizer.json'), loaded.config.native.vocabSize, loaded.engine.eosTokenIds);
-  await guided.warmup();
+  guided = await warmGuidedDecoding(loaded);
   // The same engine, served with guided decoding.
   app = buildApp({ engine: loaded.engine, tokenizer: loaded.tokenizer, template: loaded.template, servedModelName: TINY_MODEL, vocabSize: loaded.config.native.vocabSize, guidedDecoding: guided, tokenizerWorkers: 1 });
   client = new OpenAI({ baseURL: `${await listenLoopback(app)}/v1`, apiKey: 'unused', maxRetries: 0, timeout: 60_000 });

@@ -13,10 +13,10 @@ import OpenAI from 'openai';
 import type { FastifyInstance } from 'fastify';
 import { loadServedModel, type LoadedModel } from '../../src/cli/load-model.ts';
 import { buildApp } from '../../src/server/app.ts';
-import { guidedDecodingFor, type GuidedDecoding } from '../../src/guided/guided-decoding.ts';
+import type { GuidedDecoding } from '../../src/guided/guided-decoding.ts';
 import { chatBodySchema, completionBodySchema } from '../../src/server/schemas.ts';
 import { fieldsOf, REQUEST_FIELDS, type Endpoint, type KnownField } from '../../src/server/request-fields.ts';
-import { tinyModelDir } from '../helpers/tiny-server.ts';
+import { tinyModelDir, warmGuidedDecoding } from '../helpers/tiny-server.ts';
 import { listenLoopback } from '../helpers/loopback.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -88,8 +88,7 @@ beforeAll(async () => {
   const dir = await tinyModelDir();
   loaded = await loadServedModel({ dir, threads: 2, kvCacheGiB: 0.05, maxModelLen: 512, generationConfig: 'vllm' });
   const vocabSize = loaded.config.native.vocabSize;
-  guided = guidedDecodingFor(path.join(dir, 'tokenizer.json'), vocabSize, loaded.engine.eosTokenIds);
-  await guided.warmup();
+  guided = await warmGuidedDecoding(loaded);
   const common = { engine: loaded.engine, tokenizer: loaded.tokenizer, template: loaded.template, servedModelName: MODEL, vocabSize, guidedDecoding: guided };
   app = buildApp(common);
   trusting = buildApp({ ...common, trustRequestChatTemplate: true, reasoningParser: 'qwen3' });

@@ -12,9 +12,9 @@ import type { FastifyInstance } from 'fastify';
 import { research } from '../../src/research/research.ts';
 import { loadServedModel, type LoadedModel } from '../../src/cli/load-model.ts';
 import { buildApp } from '../../src/server/app.ts';
-import { guidedDecodingFor, type GuidedDecoding } from '../../src/guided/guided-decoding.ts';
+import type { GuidedDecoding } from '../../src/guided/guided-decoding.ts';
 import { listenLoopback } from '../helpers/loopback.ts';
-import { tinyModelDir } from '../helpers/tiny-server.ts';
+import { tinyModelDir, warmGuidedDecoding } from '../helpers/tiny-server.ts';
 
 let loaded: LoadedModel;
 let app: FastifyInstance;
@@ -28,8 +28,7 @@ beforeAll(async () => {
   const dir = await tinyModelDir(8192);
   loaded = await loadServedModel({ dir, threads: 2, kvCacheGiB: 0.1, maxModelLen: 8192, generationConfig: 'vllm' });
   const vocabSize = loaded.config.native.vocabSize;
-  guided = guidedDecodingFor(path.join(dir, 'tokenizer.json'), vocabSize, loaded.engine.eosTokenIds);
-  await guided.warmup();
+  guided = await warmGuidedDecoding(loaded);
   app = buildApp({ engine: loaded.engine, tokenizer: loaded.tokenizer, template: loaded.template, servedModelName: 'tiny-moe', vocabSize, guidedDecoding: guided });
   baseURL = `${await listenLoopback(app)}/v1`;
 }, 120_000);

@@ -3,7 +3,6 @@
 // official `openai` client 6.x (client.responses.create / .stream). Random weights never call a tool
 // or write JSON by themselves: tool_choice required/named and text.format json_schema go through
 // guided decoding, which makes every reply valid; logit_bias steers the model onto <think>.
-import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import OpenAI from 'openai';
 import { createOpenAI } from '@ai-sdk/openai';
@@ -14,7 +13,8 @@ import { loadServedModel, type LoadedModel } from '../../src/cli/load-model.ts';
 import { buildApp } from '../../src/server/app.ts';
 import { ApiError } from '../../src/server/errors.ts';
 import type { Engine, EngineEvent, GenerateRequest } from '../../src/engine/types.ts';
-import { guidedDecodingFor, type GuidedDecoding } from '../../src/guided/guided-decoding.ts';
+import type { GuidedDecoding } from '../../src/guided/guided-decoding.ts';
+import { warmGuidedDecoding } from '../helpers/tiny-server.ts';
 import { testModel } from '../helpers/model-fixtures.ts';
 import { listenLoopback } from '../helpers/loopback.ts';
 import { validator } from '../unit/guided-helpers.ts';
@@ -38,8 +38,7 @@ beforeAll(async () => {
   const dir = await testModel({ seed: 21, layers: 2, hidden: 64, heads: 4, kvHeads: 2, headDim: 16, experts: 8, topK: 2, mlpOnlyLayers: [0], maxPositionEmbeddings: 2048 });
   loaded = await loadServedModel({ dir, threads: 2, kvCacheGiB: 0.25, generationConfig: 'vllm' });
   const vocabSize = loaded.config.native.vocabSize;
-  guidedDecoding = guidedDecodingFor(path.join(dir, 'tokenizer.json'), vocabSize, loaded.engine.eosTokenIds);
-  await guidedDecoding.warmup();
+  guidedDecoding = await warmGuidedDecoding(loaded);
   const common = { engine: loaded.engine, tokenizer: loaded.tokenizer, template: loaded.template, servedModelName: MODEL, vocabSize, guidedDecoding };
   app = buildApp({ ...common, reasoningParser: 'qwen3' });
   keyed = buildApp({ ...common, apiKey: API_KEY });

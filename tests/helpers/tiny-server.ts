@@ -1,9 +1,11 @@
 // A real server on loopback over a small generated model (the real addon, engine, tokenizer and chat
 // template), for the hardening tests: each starts its own with the options its attack needs.
 import type { AddressInfo } from 'node:net';
+import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { loadServedModel, type LoadedModel, type LoadModelOptions } from '../../src/cli/load-model.ts';
 import { buildApp, type AppOptions } from '../../src/server/app.ts';
+import { guidedDecodingFor, type GuidedDecoding } from '../../src/guided/guided-decoding.ts';
 import { testModel } from './model-fixtures.ts';
 import { listenLoopback } from './loopback.ts';
 
@@ -47,4 +49,11 @@ export async function startTinyServer(
       await loaded.engine.close();
     },
   };
+}
+
+/** Guided decoding for a loaded model (its tokenizer.json, vocabulary and stop ids), its worker warmed up. */
+export async function warmGuidedDecoding(loaded: LoadedModel): Promise<GuidedDecoding> {
+  const guided = guidedDecodingFor(path.join(loaded.config.dir, 'tokenizer.json'), loaded.config.native.vocabSize, loaded.engine.eosTokenIds);
+  await guided.warmup();
+  return guided;
 }
